@@ -1,0 +1,7 @@
+# Shared settings for the scripts. The target directory lives outside the clone so that
+# every clone on a machine (and every CI run) reuses one build.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kanoclip/target}
+export KANOCLIP_LOGS=${KANOCLIP_LOGS:-$CARGO_TARGET_DIR/logs}
+mkdir -p "$KANOCLIP_LOGS"
+# Two cores: keep memory use predictable.
+export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}

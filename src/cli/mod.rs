@@ -1,0 +1,39 @@
+//! `kanoclip` subcommands. Every failure prints one line and exits non-zero.
+
+mod embed;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "kanoclip",
+    version,
+    about = "KAnoCLIP zero-shot image anomaly detection"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print CLIP embeddings, token ids and CLIP-VV taps as JSON (parity checks).
+    Embed(embed::EmbedArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Embed(args) => embed::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = e.to_string().replace('\n', "; ");
+            eprintln!("kanoclip: error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The transformer pieces both CLIP towers share: pre-LN residual blocks with a fused
+//! in_proj multi-head attention and an MLP, plus the V-V attention of CLIP-VV (spec §2).
+
+use burn::module::{Module, Param};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear};
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, sigmoid, softmax};
+
+use super::config::Activation;
+
+/// A PyTorch-layout linear layer (`weight [out, in]`) as a Burn [`Linear`] (`[in, out]`).
+pub fn linear_from_torch(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Linear {
+    Linear {
+        weight: Param::from_tensor(weight.transpose()),
+        bias: bias.map(Param::from_tensor),
+    }
+}
+
+/// A LayerNorm with the given affine parameters.
+pub fn layer_norm(gamma: Tensor<1>, beta: Tensor<1>, eps: f64) -> LayerNorm {
+    let [d] = gamma.dims();
+    let mut ln = LayerNormConfig::new(d)
+        .with_epsilon(eps)
+        .init(&gamma.device());
+    ln.gamma = Param::from_tensor(gamma);
+    ln.beta = Some(Param::from_tensor(beta));
+    ln
+}
+
+/// Multi-head self-attention with PyTorch's fused `in_proj` (`[3W, W]`, q then k then v).
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub in_proj: Linear,
+    pub out_proj: Linear,
+    pub heads: usize,
+}
+
+/// Per-head query, key and value, each `[batch, heads, tokens, head_dim]`.
+pub struct Qkv {
+    pub q: Tensor<4>,
+    pub k: Tensor<4>,
+    pub v: Tensor<4>,
+}
+
+impl Attention {
+    pub fn qkv(&self, x: Tensor<3>) -> Qkv {
+        let [b, t, w] = x.dims();
+        let hd = w / self.heads;
+        let split = |y: Tensor<3>| y.reshape([b, t, self.heads, hd]).swap_dims(1, 2);
+        let fused = self.in_proj.forward(x);
+        Qkv {
+            q: split(fused.clone().narrow(2, 0, w)),
+            k: split(fused.clone().narrow(2, w, w)),
+            v: split(fused.narrow(2, 2 * w, w)),
+        }
+    }
+
+    /// `out_proj(softmax(q kᵀ s + mask) v)`, with `s = head_dim^-0.5`.
+    pub fn attend(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        mask: Option<&Tensor<2>>,
+    ) -> Tensor<3> {
+        let [b, h, t, hd] = q.dims();
+        let scale = (hd as f64).powf(-0.5);
+        let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+        if let Some(mask) = mask {
+            scores = scores + mask.clone().unsqueeze::<4>();
+        }
+        let out = softmax(scores, 3).matmul(v);
+        self.out_proj
+            .forward(out.swap_dims(1, 2).reshape([b, t, h * hd]))
+    }
+
+    pub fn forward(&self, x: Tensor<3>, mask: Option<&Tensor<2>>) -> Tensor<3> {
+        let Qkv { q, k, v } = self.qkv(x);
+        self.attend(q, k, v, mask)
+    }
+}
+
+/// `c_fc → activation → c_proj`.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub c_fc: Linear,
+    pub c_proj: Linear,
+    pub quick_gelu: bool,
+}
+
+impl Mlp {
+    pub fn new(c_fc: Linear, c_proj: Linear, act: Activation) -> Self {
+        Self {
+            c_fc,
+            c_proj,
+            quick_gelu: act == Activation::QuickGelu,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let x = self.c_fc.forward(x);
+        let x = if self.quick_gelu {
+            x.clone() * sigmoid(x.mul_scalar(1.702))
+        } else {
+            gelu(x)
+        };
+        self.c_proj.forward(x)
+    }
+}
+
+/// A pre-LN residual block: `x + attn(ln_1 x)`, then `x + mlp(ln_2 x)`.
+#[derive(Module, Debug)]
+pub struct Block {
+    pub ln_1: LayerNorm,
+    pub attn: Attention,
+    pub ln_2: LayerNorm,
+    pub mlp: Mlp,
+}
+
+impl Block {
+    pub fn forward(&self, x: Tensor<3>, mask: Option<&Tensor<2>>) -> Tensor<3> {
+        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), mask);
+        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+    }
+
+    /// One CLIP-VV dual block (spec §2). Both paths share this block's attention weights and
+    /// its input `ln_1(h_ori)`; the V-V path takes `softmax(v vᵀ s) v` and skips the MLP.
+    /// Returns new tensors: nothing is updated in place, so earlier taps stay distinct.
+    pub fn forward_dual(&self, h_ori: Tensor<3>, h_vv: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+        let Qkv { q, k, v } = self.attn.qkv(self.ln_1.forward(h_ori.clone()));
+        let a_vv = self.attn.attend(v.clone(), v.clone(), v.clone(), None);
+        let a_ori = self.attn.attend(q, k, v, None);
+        let h_ori = h_ori + a_ori;
+        let h_ori = h_ori.clone() + self.mlp.forward(self.ln_2.forward(h_ori));
+        (h_ori, h_vv + a_vv)
+    }
+}

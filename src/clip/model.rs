@@ -1,0 +1,77 @@
+//! A whole CLIP model: both towers and the logit scale.
+
+use burn::prelude::*;
+
+use super::config::ClipConfig;
+use super::import::{Layout, load_clip};
+use super::text::TextTower;
+use super::vision::{VisionOutput, VisionTower, VvOptions};
+use crate::error::{Error, Result};
+
+#[derive(Debug)]
+pub struct Clip {
+    pub config: ClipConfig,
+    /// The naming scheme the weights came in.
+    pub layout: Layout,
+    pub vision: VisionTower,
+    pub text: TextTower,
+    /// `exp` of the stored logit scale.
+    pub logit_scale: f32,
+}
+
+impl Clip {
+    /// Load from safetensors bytes; see [`load_clip`].
+    pub fn from_safetensors(config: &ClipConfig, bytes: &[u8], device: &Device) -> Result<Self> {
+        load_clip(config, bytes, device)
+    }
+
+    /// Read a config file and a weights file.
+    pub fn from_files(
+        config: impl AsRef<std::path::Path>,
+        weights: impl AsRef<std::path::Path>,
+        device: &Device,
+    ) -> Result<Self> {
+        let config = ClipConfig::from_file(config)?;
+        let path = weights.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_safetensors(&config, &bytes, device)
+    }
+
+    /// Encode normalised images `[batch, 3, S, S]`; see [`VisionTower::forward`].
+    pub fn encode_image(&self, images: Tensor<4>, vv: &VvOptions) -> Result<VisionOutput> {
+        let [b, c, h, w] = images.dims();
+        if b == 0 || c != 3 || h != w {
+            return Err(Error::Invalid(format!(
+                "expected images [batch>0, 3, S, S], got [{b}, {c}, {h}, {w}]"
+            )));
+        }
+        self.vision.check(h, vv)?;
+        let pos = self
+            .vision
+            .positional_embedding_for(h / self.vision.patch_size);
+        Ok(self.vision.forward(images, pos, vv))
+    }
+
+    /// Encode token rows from [`crate::clip::tokenizer::Tokenizer`] to text features.
+    pub fn encode_text(&self, tokens: &[Vec<u32>]) -> Result<Tensor<2>> {
+        let c = self.text.context_length();
+        let vocab = self.config.text.vocab_size as u32;
+        if tokens.is_empty() {
+            return Err(Error::Invalid("no texts to encode".into()));
+        }
+        for row in tokens {
+            if row.len() != c {
+                return Err(Error::Invalid(format!(
+                    "token row has {} ids, expected {c}",
+                    row.len()
+                )));
+            }
+            if let Some(t) = row.iter().find(|&&t| t >= vocab) {
+                return Err(Error::Invalid(format!(
+                    "token id {t} is outside the vocabulary of {vocab}"
+                )));
+            }
+        }
+        Ok(self.text.forward(tokens))
+    }
+}

@@ -1,0 +1,132 @@
+//! Reads float tensors out of a safetensors file by name, checking each shape, and collects
+//! every problem so that one error can list them all.
+
+use std::collections::BTreeSet;
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{Error, Result};
+
+pub struct WeightReader<'a> {
+    tensors: SafeTensors<'a>,
+    device: Device,
+    used: BTreeSet<String>,
+    problems: Vec<String>,
+}
+
+impl<'a> WeightReader<'a> {
+    /// Parse the safetensors header; a truncated or foreign file is refused here.
+    pub fn new(bytes: &'a [u8], device: &Device) -> Result<Self> {
+        let tensors = SafeTensors::deserialize(bytes)
+            .map_err(|e| Error::WeightsFormat(format!("not a readable safetensors file ({e})")))?;
+        Ok(Self {
+            tensors,
+            device: device.clone(),
+            used: BTreeSet::new(),
+            problems: Vec::new(),
+        })
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.names().iter().any(|n| *n == name)
+    }
+
+    /// The tensor `name`, which must have `shape`. f16, bf16 and f64 are widened or narrowed
+    /// to f32. A problem is recorded and a zero tensor returned, so that loading goes on and
+    /// [`WeightReader::finish`] reports every problem at once.
+    pub fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Tensor<D> {
+        match self.read(name, &shape) {
+            Ok(values) => Tensor::from_data(TensorData::new(values, shape), &self.device),
+            Err(problem) => {
+                self.problems.push(problem);
+                Tensor::zeros(shape, &self.device)
+            }
+        }
+    }
+
+    /// A scalar stored as shape `[]` or `[1]`.
+    pub fn scalar(&mut self, name: &str) -> f32 {
+        let shape = self
+            .tensors
+            .tensor(name)
+            .map(|t| t.shape().to_vec())
+            .unwrap_or_default();
+        let expect: &[usize] = if shape == [1] { &[1] } else { &[] };
+        match self.read(name, expect) {
+            Ok(v) => v[0],
+            Err(problem) => {
+                self.problems.push(problem);
+                0.0
+            }
+        }
+    }
+
+    fn read(&mut self, name: &str, shape: &[usize]) -> std::result::Result<Vec<f32>, String> {
+        let view = self
+            .tensors
+            .tensor(name)
+            .map_err(|_| format!("missing tensor `{name}` {shape:?}"))?;
+        self.used.insert(name.to_string());
+        if view.shape() != shape {
+            return Err(format!(
+                "tensor `{name}` has shape {:?}, expected {shape:?}",
+                view.shape()
+            ));
+        }
+        let bytes = view.data();
+        let values: Vec<f32> = match view.dtype() {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::F64 => bytes
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+                .collect(),
+            other => {
+                return Err(format!(
+                    "tensor `{name}` has dtype {other:?}, expected a float type"
+                ));
+            }
+        };
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(format!(
+                "tensor `{name}` holds a non-finite value at element {i}"
+            ));
+        }
+        Ok(values)
+    }
+
+    /// Fail with every recorded problem, plus every tensor nobody asked for (except those
+    /// `ignorable` accepts, such as buffers that some exporters save).
+    pub fn finish(self, ignorable: impl Fn(&str) -> bool) -> Result<()> {
+        let mut problems = self.problems;
+        let mut unexpected: Vec<&str> = self
+            .tensors
+            .names()
+            .into_iter()
+            .filter(|n| !self.used.contains(*n) && !ignorable(n))
+            .collect();
+        unexpected.sort();
+        problems.extend(
+            unexpected
+                .into_iter()
+                .map(|n| format!("unexpected tensor `{n}`")),
+        );
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::WeightsMismatch(problems))
+        }
+    }
+}

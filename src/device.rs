@@ -1,0 +1,42 @@
+//! Choosing the compute device at run time. The model code never names a backend: the
+//! device picks it (Burn 0.22).
+
+use burn::prelude::Device;
+
+use crate::error::{Error, Result};
+
+/// The backends a user can ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum BackendKind {
+    /// Burn's pure-Rust `flex` CPU backend.
+    Cpu,
+    /// wgpu: Vulkan, Metal or DX12 natively, WebGPU in browsers.
+    Wgpu,
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Wgpu => "wgpu",
+        })
+    }
+}
+
+/// Start a device of the given kind. A wgpu device is started eagerly, so that a machine
+/// without an adapter gives an error here rather than a panic on first use.
+pub fn device(kind: BackendKind) -> Result<Device> {
+    match kind {
+        #[cfg(feature = "flex")]
+        BackendKind::Cpu => Ok(Device::flex()),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => Device::wgpu_options()
+            .init()
+            .map_err(|e| Error::Backend(format!("no usable wgpu adapter: {e:?}"))),
+        #[allow(unreachable_patterns)]
+        other => Err(Error::Backend(format!(
+            "this build has no `{other}` backend (enable its cargo feature)"
+        ))),
+    }
+}

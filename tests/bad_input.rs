@@ -1,0 +1,352 @@
+//! Bad inputs give typed errors, never panics: weights, configs and images.
+
+mod common;
+
+use std::io::Cursor;
+
+use common::fixture;
+use image::{DynamicImage, ImageBuffer, ImageFormat, Luma, Rgb, Rgba};
+use kanoclip::Error;
+use kanoclip::clip::preprocess::{Geometry, decode_image, load_image, preprocess};
+use kanoclip::clip::{Clip, ClipConfig};
+use kanoclip::device::{BackendKind, device};
+
+fn cpu() -> burn::prelude::Device {
+    device(BackendKind::Cpu).unwrap()
+}
+
+fn tiny_config() -> ClipConfig {
+    ClipConfig::from_file(fixture("tiny_quickgelu_config.json")).unwrap()
+}
+
+fn tiny_weights() -> Vec<u8> {
+    std::fs::read(fixture("tiny_quickgelu.safetensors")).unwrap()
+}
+
+#[test]
+fn missing_files_are_io_errors() {
+    let e = Clip::from_files(
+        fixture("nope.json"),
+        fixture("tiny_quickgelu.safetensors"),
+        &cpu(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::Io { .. }), "{e}");
+    let e = Clip::from_files(
+        fixture("tiny_quickgelu_config.json"),
+        fixture("nope.safetensors"),
+        &cpu(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, Error::Io { .. }) && e.to_string().contains("nope.safetensors"),
+        "{e}"
+    );
+    assert!(matches!(
+        load_image(fixture("nope.png")).unwrap_err(),
+        Error::Io { .. }
+    ));
+}
+
+#[test]
+fn truncated_and_foreign_weights_are_format_errors() {
+    let bytes = tiny_weights();
+    for cut in [0, 7, 100, bytes.len() / 2, bytes.len() - 1] {
+        let e = Clip::from_safetensors(&tiny_config(), &bytes[..cut], &cpu()).unwrap_err();
+        assert!(matches!(e, Error::WeightsFormat(_)), "cut at {cut}: {e}");
+    }
+    let png = std::fs::read(fixture("images/tiny_quickgelu_0.png")).unwrap();
+    assert!(matches!(
+        Clip::from_safetensors(&tiny_config(), &png, &cpu()).unwrap_err(),
+        Error::WeightsFormat(_)
+    ));
+}
+
+/// Rewrite the fixture with some tensors replaced.
+fn rewrite(
+    replace: impl Fn(
+        &str,
+        safetensors::tensor::TensorView,
+    ) -> Option<(safetensors::Dtype, Vec<usize>, Vec<u8>)>,
+) -> Vec<u8> {
+    let bytes = tiny_weights();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut owned = Vec::new();
+    for (name, view) in st.tensors() {
+        let (dtype, shape, data) = replace(&name, view.clone())
+            .unwrap_or_else(|| (view.dtype(), view.shape().to_vec(), view.data().to_vec()));
+        owned.push((name, dtype, shape, data));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = owned
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize(views, None).unwrap()
+}
+
+#[test]
+fn wrong_dtype_is_named() {
+    let bytes = rewrite(|name, view| {
+        (name == "visual.ln_pre.weight").then(|| {
+            let n: usize = view.shape().iter().product();
+            (
+                safetensors::Dtype::I32,
+                view.shape().to_vec(),
+                vec![0u8; n * 4],
+            )
+        })
+    });
+    let e = Clip::from_safetensors(&tiny_config(), &bytes, &cpu()).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(e, Error::WeightsMismatch(_))
+            && msg.contains("visual.ln_pre.weight")
+            && msg.contains("I32"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn non_finite_weights_are_refused() {
+    let bytes = rewrite(|name, view| {
+        (name == "visual.proj").then(|| {
+            let mut data = view.data().to_vec();
+            data[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+            (view.dtype(), view.shape().to_vec(), data)
+        })
+    });
+    let e = Clip::from_safetensors(&tiny_config(), &bytes, &cpu()).unwrap_err();
+    assert!(e.to_string().contains("non-finite"), "{e}");
+}
+
+#[test]
+fn shapes_that_do_not_match_the_config_are_all_listed() {
+    let mut cfg = tiny_config();
+    cfg.vision.tower.width = 64;
+    cfg.vision.tower.heads = 4;
+    cfg.text.tower.layers = 3;
+    let e = Clip::from_safetensors(&cfg, &tiny_weights(), &cpu()).unwrap_err();
+    let Error::WeightsMismatch(problems) = &e else {
+        panic!("{e}")
+    };
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("visual.conv1.weight") && p.contains("[64, 3, 8, 8]")),
+        "{e}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("missing tensor `transformer.resblocks.2.")),
+        "{e}"
+    );
+    assert!(problems.len() > 10, "every problem is listed: {e}");
+    // Fewer layers than the file has: the rest are unexpected.
+    let mut cfg = tiny_config();
+    cfg.vision.tower.layers = 3;
+    let e = Clip::from_safetensors(&cfg, &tiny_weights(), &cpu()).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("unexpected tensor `visual.transformer.resblocks.3."),
+        "{e}"
+    );
+}
+
+#[test]
+fn configs_with_unknown_fields_or_impossible_numbers_are_refused() {
+    let base = std::fs::read_to_string(fixture("tiny_quickgelu_config.json")).unwrap();
+    let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value = serde_json::from_str(&base).unwrap();
+        f(&mut v);
+        ClipConfig::from_json_str(&v.to_string())
+    };
+    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+        (
+            "unknown field",
+            Box::new(|v| v["vision_cfg"]["widht"] = 48.into()),
+        ),
+        ("unknown field", Box::new(|v| v["colour"] = "red".into())),
+        (
+            "not divisible",
+            Box::new(|v| v["text_cfg"]["heads"] = 3.into()),
+        ),
+        (
+            "not divisible",
+            Box::new(|v| v["vision_cfg"]["head_width"] = 20.into()),
+        ),
+        (
+            "does not divide",
+            Box::new(|v| v["vision_cfg"]["image_size"] = 36.into()),
+        ),
+        ("out of range", Box::new(|v| v["embed_dim"] = 0.into())),
+        (
+            "non-negative integer",
+            Box::new(|v| v["vision_cfg"]["layers"] = (-1).into()),
+        ),
+        (
+            "not supported",
+            Box::new(|v| v["vision_cfg"]["ls_init_value"] = 0.1.into()),
+        ),
+        (
+            "missing",
+            Box::new(|v| {
+                v.as_object_mut().unwrap().remove("vision_cfg");
+            }),
+        ),
+    ];
+    for (want, f) in cases {
+        let e = edit(&*f).unwrap_err();
+        assert!(
+            matches!(e, Error::Config(_)) && e.to_string().contains(want),
+            "want `{want}`, got {e}"
+        );
+    }
+    assert!(matches!(
+        ClipConfig::from_json_str("{not json").unwrap_err(),
+        Error::Config(_)
+    ));
+    assert!(matches!(
+        ClipConfig::from_json_str("[1, 2]").unwrap_err(),
+        Error::Config(_)
+    ));
+}
+
+#[test]
+fn wrapped_and_hf_configs_parse_to_the_same_shapes() {
+    let bare = tiny_config();
+    let hf = ClipConfig::from_file(fixture("tiny_quickgelu_hf_config.json")).unwrap();
+    assert_eq!(bare, hf);
+    let wrapped = ClipConfig::from_file(fixture("small_gelu_config.json")).unwrap();
+    assert_eq!(wrapped.vision.tower.heads, 2);
+    assert_eq!(wrapped.vision.tower.mlp_width, 128);
+    assert_eq!(wrapped.text.tower.mlp_width, 96);
+}
+
+fn png_header(width: u32, height: u32) -> Vec<u8> {
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8], data: &[u8]| {
+        out.extend((data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        out.extend(&body);
+        out.extend(crc32fast::hash(&body).to_be_bytes());
+    };
+    let mut ihdr = Vec::new();
+    ihdr.extend(width.to_be_bytes());
+    ihdr.extend(height.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    chunk(b"IHDR", &ihdr);
+    // A few bytes of (empty) image data, so that decoders read the header as valid.
+    chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+    chunk(b"IEND", &[]);
+    out
+}
+
+#[test]
+fn bad_images_are_refused_with_reasons() {
+    let is_image_err = |r: kanoclip::Result<DynamicImage>, want: &str| {
+        let e = r.unwrap_err();
+        assert!(
+            matches!(e, Error::Image(_)) && e.to_string().contains(want),
+            "want `{want}`, got {e}"
+        );
+    };
+    is_image_err(decode_image(b""), "empty");
+    is_image_err(
+        decode_image(b"this is plain text, not an image"),
+        "not a supported image format",
+    );
+    is_image_err(
+        decode_image(b"<svg xmlns='http://www.w3.org/2000/svg'/>"),
+        "not a supported image format",
+    );
+    is_image_err(decode_image(&png_header(60000, 60000)), "over the limit");
+    is_image_err(decode_image(&png_header(0, 10)), "");
+    let png = std::fs::read(fixture("images/tiny_quickgelu_0.png")).unwrap();
+    is_image_err(decode_image(&png[..png.len() / 2]), "");
+}
+
+fn encode(img: &DynamicImage) -> Vec<u8> {
+    let mut buf = Cursor::new(Vec::new());
+    img.write_to(&mut buf, ImageFormat::Png).unwrap();
+    buf.into_inner()
+}
+
+#[test]
+fn grey_rgba_and_16_bit_images_are_converted() {
+    let rgb = ImageBuffer::from_fn(40, 30, |x, y| Rgb([(x * 6) as u8, (y * 8) as u8, 100]));
+    let grey = ImageBuffer::from_fn(40, 30, |x, _| Luma([(x * 6) as u8]));
+    let rgba = ImageBuffer::from_fn(40, 30, |x, y| Rgba([(x * 6) as u8, (y * 8) as u8, 100, 7]));
+    let wide = ImageBuffer::from_fn(40, 30, |x, y| {
+        Rgb([(x * 6) as u16 * 257, (y * 8) as u16 * 257, 100 * 257])
+    });
+    let rgb_pre = preprocess(
+        &decode_image(&encode(&DynamicImage::ImageRgb8(rgb))).unwrap(),
+        16,
+    )
+    .unwrap();
+    let rgba_pre = preprocess(
+        &decode_image(&encode(&DynamicImage::ImageRgba8(rgba))).unwrap(),
+        16,
+    )
+    .unwrap();
+    let wide_pre = preprocess(
+        &decode_image(&encode(&DynamicImage::ImageRgb16(wide))).unwrap(),
+        16,
+    )
+    .unwrap();
+    let grey_pre = preprocess(
+        &decode_image(&encode(&DynamicImage::ImageLuma8(grey))).unwrap(),
+        16,
+    )
+    .unwrap();
+    // Alpha is dropped and 16-bit values scale down exactly: the same pixels as the RGB image.
+    assert_eq!(rgba_pre.pixels, rgb_pre.pixels);
+    assert_eq!(wide_pre.pixels, rgb_pre.pixels);
+    // Grey becomes R = G = B before normalisation.
+    let plane = 16 * 16;
+    for i in 0..plane {
+        let raw: Vec<f32> = (0..3)
+            .map(|c| {
+                grey_pre.pixels[c * plane + i] * kanoclip::clip::preprocess::CLIP_STD[c]
+                    + kanoclip::clip::preprocess::CLIP_MEAN[c]
+            })
+            .collect();
+        assert!((raw[0] - raw[1]).abs() < 1e-5 && (raw[1] - raw[2]).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn geometry_follows_torchvision_resize_and_centre_crop() {
+    // Hand-computed: 640×480 → shorter side 224 → 298×224 (int(224·640/480) = 298), crop at
+    // round((298 − 224) / 2) = 37.
+    let g = Geometry::new(640, 480, 224);
+    assert_eq!((g.resized, g.crop), ((298, 224), (37, 0)));
+    let g = Geometry::new(300, 1000, 224);
+    assert_eq!((g.resized, g.crop), ((224, 746), (0, 261)));
+}
+
+#[test]
+fn resizing_agrees_with_pil_bicubic_within_a_pixel_level() {
+    // PIL rounds to 8 bits between its two passes; `image` does not. One 8-bit level is
+    // 1/255/0.26 ≈ 0.015 after normalisation.
+    let fixture_json = common::read_json("preprocess.json");
+    let img = load_image(fixture(fixture_json["image"].as_str().unwrap())).unwrap();
+    let got = preprocess(&img, fixture_json["size"].as_u64().unwrap() as u32).unwrap();
+    let want = common::flatten(&fixture_json["pixels"]);
+    let mean: f32 = got
+        .pixels
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .sum::<f32>()
+        / want.len() as f32;
+    let max = common::max_abs_diff(&got.pixels, &want);
+    assert!(mean < 0.02 && max < 0.1, "mean {mean}, max {max}");
+}

@@ -1,0 +1,49 @@
+//! Shared test helpers: fixture paths and the backends under test.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use burn::prelude::Device;
+use kanoclip::device::{BackendKind, device};
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+pub fn read_json(name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(fixture(name)).expect("fixture exists");
+    serde_json::from_str(&text).expect("fixture is JSON")
+}
+
+/// Both backends. wgpu runs on lavapipe in CI; set KANOCLIP_SKIP_WGPU=1 only on a machine
+/// that has no Vulkan driver at all.
+pub fn backends() -> Vec<(BackendKind, Device)> {
+    let mut out = vec![(
+        BackendKind::Cpu,
+        device(BackendKind::Cpu).expect("flex device"),
+    )];
+    if std::env::var_os("KANOCLIP_SKIP_WGPU").is_none() {
+        let wgpu = device(BackendKind::Wgpu)
+            .expect("no wgpu adapter: install mesa-vulkan-drivers, or set KANOCLIP_SKIP_WGPU=1");
+        out.push((BackendKind::Wgpu, wgpu));
+    }
+    out
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+pub fn flatten(v: &serde_json::Value) -> Vec<f32> {
+    match v {
+        serde_json::Value::Array(items) => items.iter().flat_map(flatten).collect(),
+        serde_json::Value::Number(n) => vec![n.as_f64().expect("number") as f32],
+        other => panic!("unexpected JSON {other}"),
+    }
+}
