@@ -135,7 +135,7 @@ fn main() {
             "wgpu" => BackendKind::Wgpu,
             other => panic!("unknown backend {other}"),
         };
-        let Ok(dev) = device(kind) else {
+        let Ok(dev) = pollster::block_on(device(kind)) else {
             println!("{kind:<6} unavailable");
             continue;
         };

@@ -24,15 +24,17 @@ impl std::fmt::Display for BackendKind {
     }
 }
 
-/// Start a device of the given kind. A wgpu device is started eagerly, so that a machine
-/// without an adapter gives an error here rather than a panic on first use.
-pub fn device(kind: BackendKind) -> Result<Device> {
+/// Start a device of the given kind. A wgpu device is started eagerly (and, as browsers
+/// require, asynchronously), so that a machine without an adapter gives an error here
+/// rather than a panic on first use. Native callers block on it (`pollster::block_on`).
+pub async fn device(kind: BackendKind) -> Result<Device> {
     match kind {
         #[cfg(feature = "flex")]
         BackendKind::Cpu => Ok(Device::flex()),
         #[cfg(feature = "wgpu")]
         BackendKind::Wgpu => Device::wgpu_options()
-            .init()
+            .init_async()
+            .await
             .map_err(|e| Error::Backend(format!("no usable wgpu adapter: {e:?}"))),
         #[allow(unreachable_patterns)]
         other => Err(Error::Backend(format!(

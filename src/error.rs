@@ -21,6 +21,12 @@ pub enum Error {
     /// The weights do not fit the configuration: every problem is listed.
     #[error("weights do not match the config:\n  {}", .0.join("\n  "))]
     WeightsMismatch(Vec<String>),
+    /// A knowledge base is malformed.
+    #[error("invalid knowledge base: {0}")]
+    Knowledge(String),
+    /// A head file is unreadable, corrupt, or built for another backbone.
+    #[error("invalid head file: {0}")]
+    Head(String),
     /// An input image was refused or could not be decoded.
     #[error("invalid image: {0}")]
     Image(String),

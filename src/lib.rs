@@ -5,10 +5,16 @@
 //! or wgpu (Vulkan, Metal, DX12 natively; WebGPU in browsers).
 //!
 //! - [`clip`]: the frozen CLIP backbone with the CLIP-VV dual path (spec §1–§2).
+//! - [`head`]: KAnoCLIP's anomaly head: knowledge base, KnPL prompts, Bi-CMCI,
+//!   Conv-Adapter, and the head file (spec §3–§5).
+//! - [`detect`]: the detection API, maps, calibration and rendering (spec §7).
 //! - [`device`]: picking a backend at run time.
 
+pub mod atomic;
 pub mod clip;
+pub mod detect;
 pub mod device;
 pub mod error;
+pub mod head;
 
 pub use error::{Error, Result};

@@ -12,7 +12,7 @@ use kanoclip::clip::{Clip, ClipConfig};
 use kanoclip::device::{BackendKind, device};
 
 fn cpu() -> burn::prelude::Device {
-    device(BackendKind::Cpu).unwrap()
+    pollster::block_on(device(BackendKind::Cpu)).unwrap()
 }
 
 fn tiny_config() -> ClipConfig {

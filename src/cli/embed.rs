@@ -47,7 +47,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         .map(load_image)
         .collect::<Result<Vec<_>>>()?;
     let tokenizer = Tokenizer::new()?;
-    let device = device(args.backend)?;
+    let device = pollster::block_on(device(args.backend))?;
     let clip = Clip::from_files(&args.clip_config, &args.weights, &device)?;
     let vv = VvOptions {
         vv_from: args.vv_from,

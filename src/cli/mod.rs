@@ -1,5 +1,6 @@
 //! `kanoclip` subcommands. Every failure prints one line and exits non-zero.
 
+mod detect;
 mod embed;
 
 use std::process::ExitCode;
@@ -21,12 +22,15 @@ struct Cli {
 enum Command {
     /// Print CLIP embeddings, token ids and CLIP-VV taps as JSON (parity checks).
     Embed(embed::EmbedArgs),
+    /// Inspect images: heatmaps, overlays, report.json and report.csv.
+    Detect(detect::DetectArgs),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Embed(args) => embed::run(args),
+        Command::Detect(args) => detect::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

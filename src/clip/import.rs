@@ -221,6 +221,11 @@ pub fn load_clip(cfg: &ClipConfig, bytes: &[u8], device: &Device) -> Result<Clip
     cfg.validate()?;
     let mut r = WeightReader::new(bytes, device)?;
     let layout = Layout::detect(&r)?;
+    let conv = match layout {
+        Layout::OpenClip => "visual.conv1.weight",
+        Layout::HuggingFace => "vision_model.embeddings.patch_embedding.weight",
+    };
+    let fingerprint = r.f16_digest(conv).unwrap_or_default();
     let vision = read_vision(&mut r, layout, cfg);
     let text = read_text(&mut r, layout, cfg);
     let logit_scale = r.scalar("logit_scale");
@@ -231,5 +236,6 @@ pub fn load_clip(cfg: &ClipConfig, bytes: &[u8], device: &Device) -> Result<Clip
         vision,
         text,
         logit_scale: logit_scale.exp(),
+        fingerprint,
     })
 }

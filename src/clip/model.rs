@@ -17,6 +17,9 @@ pub struct Clip {
     pub text: TextTower,
     /// `exp` of the stored logit scale.
     pub logit_scale: f32,
+    /// Identifies the weights (hash of the patch embedding rounded to f16), so that a head
+    /// trained on one backbone is not loaded onto another of the same shape.
+    pub fingerprint: String,
 }
 
 impl Clip {

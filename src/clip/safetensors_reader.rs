@@ -46,6 +46,24 @@ impl<'a> WeightReader<'a> {
         }
     }
 
+    /// sha256 (hex, first 16 bytes) of a tensor's values rounded to f16: the same for f16,
+    /// bf16-free f32 and f64 copies of one tensor.
+    pub fn f16_digest(&mut self, name: &str) -> Option<String> {
+        use sha2::{Digest, Sha256};
+        let shape = self.tensors.tensor(name).ok()?.shape().to_vec();
+        let values = self.read(name, &shape).ok()?;
+        let mut hash = Sha256::new();
+        for v in values {
+            hash.update(half::f16::from_f32(v).to_le_bytes());
+        }
+        Some(
+            hash.finalize()[..16]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        )
+    }
+
     /// A scalar stored as shape `[]` or `[1]`.
     pub fn scalar(&mut self, name: &str) -> f32 {
         let shape = self

@@ -40,41 +40,75 @@ impl TextTower {
         Tensor::from_data(TensorData::new(values, [c, c]), device)
     }
 
-    /// Encode token rows (each `context_length` long, as the tokenizer gives them) to
-    /// unnormalised text features `[rows, embed_dim]`, like open_clip's `encode_text`.
-    pub fn forward(&self, tokens: &[Vec<u32>]) -> Tensor<2> {
+    /// Token embeddings `[rows, context, width]` of token rows.
+    pub fn embed_tokens(&self, tokens: &[Vec<u32>]) -> Tensor<3> {
         let device = self.token_embedding.device();
         let c = self.context_length();
-        let b = tokens.len();
         let ids: Vec<i64> = tokens
             .iter()
             .flat_map(|row| row.iter().map(|&t| t as i64))
             .collect();
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, c]), &device);
-        let mut x = embedding(self.token_embedding.val(), ids)
-            + self.positional_embedding.val().unsqueeze::<3>();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [tokens.len(), c]), &device);
+        embedding(self.token_embedding.val(), ids)
+    }
+
+    /// Encode token rows (each `context_length` long, as the tokenizer gives them) to
+    /// unnormalised text features `[rows, embed_dim]`, like open_clip's `encode_text`.
+    pub fn forward(&self, tokens: &[Vec<u32>]) -> Tensor<2> {
+        self.forward_embeddings(self.embed_tokens(tokens), &eot_positions(tokens), &[])
+    }
+
+    /// Encode rows given as token embeddings `[rows, context, width]`, pooled at `eot`.
+    /// Each `(block, tokens [k, width])` of `deep` replaces the hidden states of positions
+    /// `1..1+k` (right after SOT) of every row before that block runs (1-indexed): KnPL's
+    /// deep prompts (spec §3).
+    pub fn forward_embeddings(
+        &self,
+        x: Tensor<3>,
+        eot: &[usize],
+        deep: &[(usize, Tensor<2>)],
+    ) -> Tensor<2> {
+        let device = x.device();
+        let [b, c, w] = x.dims();
+        let mut x = x + self.positional_embedding.val().unsqueeze::<3>();
         let mask = self.causal_mask(&device);
-        for block in &self.blocks {
+        for (i, block) in self.blocks.iter().enumerate() {
+            if let Some((_, prompt)) = deep.iter().find(|(n, _)| *n == i + 1) {
+                let [k, _] = prompt.dims();
+                let prompt = prompt.clone().unsqueeze::<3>().expand([b, k, w]);
+                x = Tensor::cat(
+                    vec![
+                        x.clone().narrow(1, 0, 1),
+                        prompt,
+                        x.narrow(1, 1 + k, c - 1 - k),
+                    ],
+                    1,
+                );
+            }
             x = block.forward(x, Some(&mask));
         }
         let x = self.ln_final.forward(x);
-        // Pool at the EOT token, which has the largest id (open_clip's `argmax` pooling).
-        let eot: Vec<i64> = tokens
+        let rows: Vec<i64> = eot
             .iter()
             .enumerate()
-            .map(|(r, row)| {
-                let pos = row
-                    .iter()
-                    .enumerate()
-                    .max_by_key(|&(i, &t)| (t, std::cmp::Reverse(i)))
-                    .map_or(0, |(i, _)| i);
-                (r * c + pos) as i64
-            })
+            .map(|(r, &p)| (r * c + p) as i64)
             .collect();
-        let eot = Tensor::<1, Int>::from_data(TensorData::new(eot, [b]), &device);
-        let w = x.dims()[2];
+        let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [b]), &device);
         x.reshape([b * c, w])
-            .select(0, eot)
+            .select(0, rows)
             .matmul(self.text_projection.val())
     }
+}
+
+/// Where each row's EOT token is: the largest id, first occurrence (open_clip's `argmax`).
+pub fn eot_positions(tokens: &[Vec<u32>]) -> Vec<usize> {
+    tokens
+        .iter()
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .max_by_key(|&(i, &t)| (t, std::cmp::Reverse(i)))
+                .map_or(0, |(i, _)| i)
+        })
+        .collect()
 }

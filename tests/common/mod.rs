@@ -22,10 +22,10 @@ pub fn read_json(name: &str) -> serde_json::Value {
 pub fn backends() -> Vec<(BackendKind, Device)> {
     let mut out = vec![(
         BackendKind::Cpu,
-        device(BackendKind::Cpu).expect("flex device"),
+        pollster::block_on(device(BackendKind::Cpu)).expect("flex device"),
     )];
     if std::env::var_os("KANOCLIP_SKIP_WGPU").is_none() {
-        let wgpu = device(BackendKind::Wgpu)
+        let wgpu = pollster::block_on(device(BackendKind::Wgpu))
             .expect("no wgpu adapter: install mesa-vulkan-drivers, or set KANOCLIP_SKIP_WGPU=1");
         out.push((BackendKind::Wgpu, wgpu));
     }

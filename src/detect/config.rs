@@ -1,0 +1,83 @@
+//! Detector settings (spec §2 and §7 defaults).
+
+use serde::{Deserialize, Serialize};
+
+use crate::clip::ClipConfig;
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorConfig {
+    /// Side of the square model input.
+    pub input_size: usize,
+    /// First CLIP-VV dual block, 1-indexed.
+    pub vv_from: usize,
+    /// Tapped blocks, 1-indexed: one map (and one Bi-CMCI level) each.
+    pub taps: Vec<usize>,
+    /// Temperature τ of every cosine logit.
+    pub tau: f64,
+    /// Gaussian σ in pixels at the input size.
+    pub sigma: f64,
+    /// Image score = `global_weight · p + (1 − global_weight) · max(map)`.
+    pub global_weight: f64,
+    /// `is_anomalous = score ≥ threshold`.
+    pub threshold: f64,
+}
+
+impl DetectorConfig {
+    /// The spec's defaults for a backbone: ViT-L/14 (24 blocks) taps 6, 12, 18, 24 from
+    /// `vv_from` 6 at input 518 (AnomalyCLIP's setting, positional embedding resized);
+    /// ViT-B/16 (12 blocks) taps 3, 6, 9, 12 from 4 at its own size. Other depths get four
+    /// evenly spaced taps and `vv_from` at a third of the depth.
+    pub fn for_clip(cfg: &ClipConfig) -> Self {
+        let layers = cfg.vision.tower.layers;
+        let (vv_from, input_size) = match (layers, cfg.vision.patch_size) {
+            (24, 14) => (6, 518),
+            (24, _) => (6, cfg.vision.image_size),
+            (12, _) => (4, cfg.vision.image_size),
+            _ => ((layers / 3).max(1), cfg.vision.image_size),
+        };
+        let mut taps: Vec<usize> = (1..=4).map(|i| (layers * i).div_ceil(4).max(1)).collect();
+        taps.dedup();
+        DetectorConfig {
+            input_size,
+            vv_from,
+            taps,
+            tau: 0.07,
+            sigma: 4.0,
+            global_weight: 0.5,
+            threshold: 0.5,
+        }
+    }
+
+    pub fn validate(&self, layers: usize, patch_size: usize) -> Result<()> {
+        let bad = |m: String| Err(Error::Invalid(format!("detector config: {m}")));
+        if self.input_size == 0 || self.input_size % patch_size != 0 || self.input_size > 4096 {
+            return bad(format!(
+                "input size {} is not a multiple of the patch size {patch_size} in 1..=4096",
+                self.input_size
+            ));
+        }
+        if self.vv_from == 0 || self.vv_from > layers {
+            return bad(format!(
+                "vv_from {} is not a block in 1..={layers}",
+                self.vv_from
+            ));
+        }
+        if self.taps.is_empty() || self.taps.iter().any(|&t| t == 0 || t > layers) {
+            return bad(format!(
+                "taps {:?} must be blocks in 1..={layers}",
+                self.taps
+            ));
+        }
+        if !(self.tau.is_finite() && self.tau > 0.0)
+            || !(self.sigma.is_finite() && self.sigma >= 0.0)
+        {
+            return bad("tau must be positive and sigma non-negative".into());
+        }
+        if !(0.0..=1.0).contains(&self.global_weight) || !self.threshold.is_finite() {
+            return bad("global_weight must be in [0, 1] and threshold finite".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,330 @@
+//! The detection API every face calls (CLI, browser, training's evaluation): one
+//! [`Detector`] with two modes, training-free (plain CLIP with the knowledge prompt
+//! ensemble) and trained (KnPL prompts, Bi-CMCI and the Conv-Adapter from a head file).
+
+pub mod config;
+pub mod maps;
+pub mod render;
+
+use std::path::Path;
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use burn::tensor::activation::softmax;
+use image::DynamicImage;
+use serde::Serialize;
+use web_time::Instant;
+
+use crate::clip::embed::to_vec;
+use crate::clip::preprocess::{Geometry, preprocess};
+use crate::clip::{Clip, Tokenizer, VvOptions};
+use crate::error::{Error, Result};
+use crate::head::file::{HeadMeta, load_head_file};
+use crate::head::knowledge::KnowledgeBase;
+use crate::head::prompts::{PromptTokens, l2_normalize};
+use crate::head::{BackboneId, Head, score};
+pub use config::DetectorConfig;
+
+/// CLIP's usual prompt templates, used to wrap each knowledge text in training-free mode.
+pub const TEMPLATES: [&str; 7] = [
+    "a photo of a {}.",
+    "a cropped photo of a {}.",
+    "a close-up photo of a {}.",
+    "a bright photo of a {}.",
+    "a dark photo of a {}.",
+    "a blurry photo of a {}.",
+    "a good photo of a {}.",
+];
+
+/// A per-pixel anomaly map in `[0, 1]` (the tap maps' mean), row-major.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AnomalyMap {
+    pub width: u32,
+    pub height: u32,
+    pub values: Vec<f32>,
+}
+
+impl AnomalyMap {
+    pub fn max(&self) -> f32 {
+        self.values.iter().copied().fold(0.0, f32::max)
+    }
+}
+
+/// Wall time of each stage, in milliseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Timings {
+    pub preprocess_ms: f64,
+    pub backbone_ms: f64,
+    pub head_ms: f64,
+    pub postprocess_ms: f64,
+}
+
+/// The result for one image.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Detection {
+    /// Fused image score (spec §7).
+    pub score: f32,
+    /// `score ≥ threshold`.
+    pub is_anomalous: bool,
+    /// The global abnormal probability `p`.
+    pub global_probability: f32,
+    /// At the original image size.
+    pub map: AnomalyMap,
+    pub timings: Timings,
+}
+
+/// What calibration measured and chose.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Calibration {
+    pub threshold: f64,
+    pub images: usize,
+    pub mean: f64,
+    pub std: f64,
+    pub max: f64,
+}
+
+pub struct Detector {
+    pub clip: Clip,
+    pub head: Option<Head>,
+    pub config: DetectorConfig,
+    /// `[t_n; t_a]`, L2-normalised, computed once at load.
+    text: Tensor<2>,
+    /// The positional embedding for `config.input_size`, resized once at load.
+    pos: Tensor<2>,
+}
+
+impl Detector {
+    fn new(
+        clip: Clip,
+        head: Option<Head>,
+        config: DetectorConfig,
+        text: Tensor<2>,
+    ) -> Result<Self> {
+        config.validate(
+            clip.config.vision.tower.layers,
+            clip.config.vision.patch_size,
+        )?;
+        let pos = clip
+            .vision
+            .positional_embedding_for(config.input_size / clip.config.vision.patch_size);
+        Ok(Detector {
+            clip,
+            head,
+            config,
+            text,
+            pos,
+        })
+    }
+
+    /// Training-free mode: `t_n`, `t_a` are the renormalised means of the knowledge texts of
+    /// each state, each wrapped in [`TEMPLATES`] (spec §3). Bi-CMCI and the adapter are
+    /// skipped.
+    pub fn training_free(
+        clip: Clip,
+        knowledge: &KnowledgeBase,
+        tokenizer: &Tokenizer,
+        config: DetectorConfig,
+    ) -> Result<Self> {
+        knowledge.validate()?;
+        let mut states = Vec::with_capacity(2);
+        for texts in [&knowledge.general.normal, &knowledge.general.abnormal] {
+            let prompts: Vec<String> = texts
+                .iter()
+                .flat_map(|t| TEMPLATES.iter().map(move |tpl| tpl.replace("{}", t)))
+                .collect();
+            states.push(mean_text_feature(&clip, tokenizer, &prompts)?);
+        }
+        let text = Tensor::cat(states, 0);
+        Self::new(clip, None, config, text)
+    }
+
+    /// Trained mode: the head file's prompts, Bi-CMCI and adapter, and the detector settings
+    /// it was trained with. A head built for another backbone is refused.
+    pub fn load(clip: Clip, head_path: impl AsRef<Path>, tokenizer: &Tokenizer) -> Result<Self> {
+        let device = clip.vision.conv1.device();
+        let backbone = BackboneId::of(&clip);
+        let (head, meta) = load_head_file(
+            head_path,
+            &backbone,
+            clip.config.text.context_length,
+            &device,
+        )?;
+        Self::with_head(clip, head, meta, tokenizer)
+    }
+
+    /// Trained mode from a head already in memory.
+    pub fn with_head(
+        clip: Clip,
+        head: Head,
+        meta: HeadMeta,
+        tokenizer: &Tokenizer,
+    ) -> Result<Self> {
+        let tokens =
+            PromptTokens::new(tokenizer, meta.head.n_ctx, clip.config.text.context_length)?;
+        let text = head.prompts.encode(&clip.text, &tokens);
+        Self::new(clip, Some(head), meta.detector, text)
+    }
+
+    /// The state text features `[t_n; t_a]`.
+    pub fn text_features(&self) -> &Tensor<2> {
+        &self.text
+    }
+
+    pub fn set_threshold(&mut self, threshold: f64) -> Result<()> {
+        if !threshold.is_finite() {
+            return Err(Error::Invalid(format!(
+                "threshold {threshold} is not finite"
+            )));
+        }
+        self.config.threshold = threshold;
+        Ok(())
+    }
+
+    pub fn detect(&self, image: &DynamicImage) -> Result<Detection> {
+        let mut out = self.detect_batch(std::slice::from_ref(image))?;
+        out.pop().ok_or_else(|| Error::Backend("no result".into()))
+    }
+
+    /// Detect on several images in one forward pass. Timings are per image (batch time
+    /// divided by the batch size).
+    pub fn detect_batch(&self, images: &[DynamicImage]) -> Result<Vec<Detection>> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let device = self.clip.vision.conv1.device();
+        let size = self.config.input_size;
+        let grid = size / self.clip.config.vision.patch_size;
+        let sync = || device.sync().map_err(|e| Error::Backend(format!("{e:?}")));
+
+        let t0 = Instant::now();
+        let mut pixels = Vec::with_capacity(images.len() * 3 * size * size);
+        let mut geometry: Vec<Geometry> = Vec::with_capacity(images.len());
+        for image in images {
+            let p = preprocess(image, size as u32)?;
+            pixels.extend(p.pixels);
+            geometry.push(p.geometry);
+        }
+        let batch = Tensor::<4>::from_data(
+            TensorData::new(pixels, [images.len(), 3, size, size]),
+            &device,
+        );
+        let t1 = Instant::now();
+
+        let vv = VvOptions {
+            vv_from: Some(self.config.vv_from),
+            taps: self.config.taps.clone(),
+        };
+        let vision = self.clip.vision.forward(batch, self.pos.clone(), &vv);
+        sync()?;
+        let t2 = Instant::now();
+
+        let scores = score(
+            &vision,
+            &self.text,
+            self.head.as_ref(),
+            self.config.tau,
+            grid,
+        );
+        let probs = softmax(scores.global_logits, 1);
+        let maps = maps::summed_maps(&scores.local, grid, size)
+            .ok_or_else(|| Error::Invalid("no taps".into()))?;
+        let probs = to_vec(probs)?;
+        let maps = to_vec(maps)?;
+        let t3 = Instant::now();
+
+        let taps = self.config.taps.len() as f32;
+        let w = self.config.global_weight as f32;
+        let mut out = Vec::with_capacity(images.len());
+        for (i, g) in geometry.iter().enumerate() {
+            let raw = &maps[i * size * size..(i + 1) * size * size];
+            let mut smooth = maps::gaussian_blur(raw, size, size, self.config.sigma);
+            smooth.iter_mut().for_each(|v| *v /= taps);
+            let map_max = smooth.iter().copied().fold(f32::MIN, f32::max);
+            let p = probs[i * 2 + 1];
+            let score = w * p + (1.0 - w) * map_max;
+            let values = maps::to_original(&smooth, g);
+            out.push(Detection {
+                score,
+                is_anomalous: f64::from(score) >= self.config.threshold,
+                global_probability: p,
+                map: AnomalyMap {
+                    width: g.original.0,
+                    height: g.original.1,
+                    values,
+                },
+                timings: Timings::default(),
+            });
+        }
+        let t4 = Instant::now();
+        let n = images.len() as f64;
+        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3 / n;
+        let timings = Timings {
+            preprocess_ms: ms(t0, t1),
+            backbone_ms: ms(t1, t2),
+            head_ms: ms(t2, t3),
+            postprocess_ms: ms(t3, t4),
+        };
+        out.iter_mut().for_each(|d| d.timings = timings);
+        Ok(out)
+    }
+
+    /// Set the threshold from images known to be normal, and return what was measured.
+    ///
+    /// Rule: `threshold = max(mean + 3·std, max + 1e-4)` over the normal images' scores —
+    /// three standard deviations above their mean, and never at or below a calibration
+    /// image's own score, so that none of them is flagged. One image is enough to run it,
+    /// but the spread is only meaningful with several (10 or more).
+    pub fn calibrate(&mut self, normal_images: &[DynamicImage]) -> Result<Calibration> {
+        if normal_images.is_empty() {
+            return Err(Error::Invalid(
+                "calibration needs at least one normal image".into(),
+            ));
+        }
+        let mut scores = Vec::with_capacity(normal_images.len());
+        for chunk in normal_images.chunks(8) {
+            scores.extend(
+                self.detect_batch(chunk)?
+                    .into_iter()
+                    .map(|d| f64::from(d.score)),
+            );
+        }
+        let cal = calibration_rule(&scores)?;
+        self.config.threshold = cal.threshold;
+        Ok(cal)
+    }
+}
+
+/// The calibration rule of [`Detector::calibrate`], on scores alone.
+pub fn calibration_rule(scores: &[f64]) -> Result<Calibration> {
+    if scores.is_empty() || scores.iter().any(|s| !s.is_finite()) {
+        return Err(Error::Invalid(
+            "calibration scores must be finite and non-empty".into(),
+        ));
+    }
+    let n = scores.len() as f64;
+    let mean = scores.iter().sum::<f64>() / n;
+    let std = (scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let max = scores.iter().copied().fold(f64::MIN, f64::max);
+    Ok(Calibration {
+        threshold: (mean + 3.0 * std).max(max + 1e-4),
+        images: scores.len(),
+        mean,
+        std,
+        max,
+    })
+}
+
+/// The renormalised mean of the normalised text features of `prompts`: `[1, D]`.
+fn mean_text_feature(clip: &Clip, tokenizer: &Tokenizer, prompts: &[String]) -> Result<Tensor<2>> {
+    let rows = tokenizer.tokenize_batch(prompts, clip.config.text.context_length)?;
+    let mut sum: Option<Tensor<2>> = None;
+    for chunk in rows.chunks(32) {
+        let f = l2_normalize(clip.encode_text(chunk)?).sum_dim(0);
+        sum = Some(match sum {
+            Some(s) => s + f,
+            None => f,
+        });
+    }
+    let sum = sum.ok_or_else(|| Error::Knowledge("no texts".into()))?;
+    Ok(l2_normalize(sum.div_scalar(rows.len() as f64)))
+}

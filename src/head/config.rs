@@ -1,0 +1,105 @@
+//! The head's shape and the backbone it was built for.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clip::Clip;
+use crate::error::{Error, Result};
+
+/// Identifies a backbone: its shapes, plus a hash of its patch-embedding weights rounded to
+/// f16 (so f16 and f32 copies, and OpenAI or Hugging Face names, of one model agree).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackboneId {
+    pub embed_dim: usize,
+    pub vision_width: usize,
+    pub vision_layers: usize,
+    pub patch_size: usize,
+    pub text_width: usize,
+    pub text_layers: usize,
+    pub fingerprint: String,
+}
+
+impl BackboneId {
+    pub fn of(clip: &Clip) -> Self {
+        let c = &clip.config;
+        BackboneId {
+            embed_dim: c.embed_dim,
+            vision_width: c.vision.tower.width,
+            vision_layers: c.vision.tower.layers,
+            patch_size: c.vision.patch_size,
+            text_width: c.text.tower.width,
+            text_layers: c.text.tower.layers,
+            fingerprint: clip.fingerprint.clone(),
+        }
+    }
+}
+
+/// The trainable head's hyper-parameters (spec §3–§5 defaults).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadConfig {
+    /// Learnable context vectors per state prompt, `M`.
+    pub n_ctx: usize,
+    /// Deep-prompt tokens per block.
+    pub deep_len: usize,
+    /// Text blocks (1-indexed, inclusive) that get deep prompts, clipped to the tower.
+    pub deep_blocks: [usize; 2],
+    /// Heads of each Bi-CMCI cross-attention.
+    pub attn_heads: usize,
+    /// Conv-Adapter bottleneck `r = D / adapter_reduction`.
+    pub adapter_reduction: usize,
+    /// `g' = g + alpha · pooled`.
+    pub alpha: f64,
+    /// Number of tap levels (one Bi-CMCI per level).
+    pub levels: usize,
+}
+
+impl Default for HeadConfig {
+    fn default() -> Self {
+        HeadConfig {
+            n_ctx: 12,
+            deep_len: 4,
+            deep_blocks: [2, 9],
+            attn_heads: 4,
+            adapter_reduction: 4,
+            alpha: 0.2,
+            levels: 4,
+        }
+    }
+}
+
+impl HeadConfig {
+    /// The 1-indexed text blocks that get deep prompts for a tower of `layers` blocks.
+    pub fn deep_block_list(&self, layers: usize) -> Vec<usize> {
+        (self.deep_blocks[0].max(1)..=self.deep_blocks[1].min(layers)).collect()
+    }
+
+    pub fn validate(&self, embed_dim: usize, context_length: usize) -> Result<()> {
+        let bad = |m: String| Err(Error::Head(m));
+        if self.n_ctx == 0 || self.n_ctx + 8 > context_length {
+            return bad(format!(
+                "n_ctx {} does not fit the context of {context_length}",
+                self.n_ctx
+            ));
+        }
+        if self.deep_len == 0 || self.deep_len > self.n_ctx {
+            return bad(format!("deep_len {} must be in 1..=n_ctx", self.deep_len));
+        }
+        if self.attn_heads == 0 || embed_dim % self.attn_heads != 0 {
+            return bad(format!(
+                "embed_dim {embed_dim} is not divisible by {} heads",
+                self.attn_heads
+            ));
+        }
+        if self.adapter_reduction == 0 || embed_dim / self.adapter_reduction == 0 {
+            return bad(format!(
+                "adapter_reduction {} is out of range",
+                self.adapter_reduction
+            ));
+        }
+        if self.levels == 0 || !self.alpha.is_finite() {
+            return bad("levels must be positive and alpha finite".into());
+        }
+        Ok(())
+    }
+}
