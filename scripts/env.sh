@@ -5,3 +5,8 @@ export KANOCLIP_LOGS=${KANOCLIP_LOGS:-$CARGO_TARGET_DIR/logs}
 mkdir -p "$KANOCLIP_LOGS"
 # Two cores: keep memory use predictable.
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
+# Mesa's lavapipe warns on every start without one.
+if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
+  export XDG_RUNTIME_DIR=/tmp/kanoclip-xdg-$(id -u)
+  mkdir -p -m 700 "$XDG_RUNTIME_DIR"
+fi

@@ -281,6 +281,12 @@ def main():
                    "cases": cases}, f)
     write_tokenizer_cases()
     write_preprocess_case()
+    # Spec §3-§7 on the first model, with a random head (see head_reference.py).
+    from head_reference import write_head_cases
+    cfg = MODELS["tiny_quickgelu"][0]
+    model = build(cfg, torch.float32, 1000)
+    images = [Image.open(os.path.join(OUT, f"images/tiny_quickgelu_{i}.png")).convert("RGB") for i in range(2)]
+    write_head_cases(OUT, model, cfg, vision_forward, images, [f"images/tiny_quickgelu_{i}.png" for i in range(2)], 32)
 
 
 def write_preprocess_case():

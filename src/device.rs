@@ -32,13 +32,26 @@ pub async fn device(kind: BackendKind) -> Result<Device> {
         #[cfg(feature = "flex")]
         BackendKind::Cpu => Ok(Device::flex()),
         #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => Device::wgpu_options()
-            .init_async()
-            .await
-            .map_err(|e| Error::Backend(format!("no usable wgpu adapter: {e:?}"))),
+        BackendKind::Wgpu => wgpu_device().await,
         #[allow(unreachable_patterns)]
         other => Err(Error::Backend(format!(
             "this build has no `{other}` backend (enable its cargo feature)"
         ))),
     }
+}
+
+/// The wgpu runtime can be started once per process: keep the device and hand out clones.
+#[cfg(feature = "wgpu")]
+async fn wgpu_device() -> Result<Device> {
+    static WGPU: std::sync::Mutex<Option<Device>> = std::sync::Mutex::new(None);
+    let mut slot = WGPU.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(device) = slot.as_ref() {
+        return Ok(device.clone());
+    }
+    let device = Device::wgpu_options()
+        .init_async()
+        .await
+        .map_err(|e| Error::Backend(format!("no usable wgpu adapter: {e:?}")))?;
+    *slot = Some(device.clone());
+    Ok(device)
 }
