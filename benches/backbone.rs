@@ -110,6 +110,13 @@ fn ms(d: Duration) -> f64 {
 fn main() {
     let cfg = ClipConfig::from_json_str(B16).unwrap();
     let bytes = random_weights(&cfg);
+    // KANOCLIP_BENCH_SAVE=DIR keeps the random model, to time the real CLI on it.
+    if let Some(dir) = std::env::var_os("KANOCLIP_BENCH_SAVE") {
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("b16_random.safetensors"), &bytes).unwrap();
+        std::fs::write(dir.join("b16_config.json"), B16).unwrap();
+    }
     let image = image::DynamicImage::ImageRgb8(
         image::open("www/samples/hazelnut_toy/crack.jpg")
             .unwrap()
@@ -169,5 +176,67 @@ fn main() {
             warm,
             ms(text)
         );
+        detect_timings(&cfg, &bytes, &image, &tokenizer, &dev, kind);
     }
+    println!("peak RSS {:.0} MiB", peak_rss_mib());
+}
+
+/// `kanoclip detect`'s per-image work with a fresh (untrained) head: stage split, warm.
+fn detect_timings(
+    cfg: &ClipConfig,
+    bytes: &[u8],
+    image: &image::DynamicImage,
+    tokenizer: &Tokenizer,
+    dev: &burn::prelude::Device,
+    kind: BackendKind,
+) {
+    use kanoclip::detect::{Detector, DetectorConfig};
+    use kanoclip::head::file::HeadMeta;
+    use kanoclip::head::{BackboneId, Head, HeadConfig};
+    let clip = Clip::from_safetensors(cfg, bytes, dev).unwrap();
+    let detector = DetectorConfig::for_clip(cfg);
+    let head_cfg = HeadConfig {
+        levels: detector.taps.len(),
+        ..HeadConfig::default()
+    };
+    let head = Head::init(
+        &head_cfg,
+        cfg.embed_dim,
+        cfg.text.tower.width,
+        cfg.text.tower.layers,
+        dev,
+    );
+    let meta = HeadMeta {
+        head: head_cfg,
+        detector,
+        backbone: BackboneId::of(&clip),
+    };
+    let det = Detector::with_head(clip, head, meta, tokenizer).unwrap();
+    let runs: Vec<_> = (0..4).map(|_| det.detect(image).unwrap().timings).collect();
+    let warm = &runs[1..];
+    let avg = |f: fn(&kanoclip::detect::Timings) -> f64| {
+        warm.iter().map(f).sum::<f64>() / warm.len() as f64
+    };
+    let (p, b, h, q) = (
+        avg(|t| t.preprocess_ms),
+        avg(|t| t.backbone_ms),
+        avg(|t| t.head_ms),
+        avg(|t| t.postprocess_ms),
+    );
+    println!(
+        "{kind:<6} detect (512x512 JPEG, trained-mode head, warm): preprocess {p:.1} ms, backbone {b:.0} ms, head {h:.0} ms, postprocess {q:.1} ms, total {:.0} ms",
+        p + b + h + q
+    );
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
 }

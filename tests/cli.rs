@@ -172,3 +172,165 @@ fn bad_input_exits_non_zero_with_one_line() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn detect_inspects_a_folder_and_records_what_it_skips() {
+    let dir = std::env::temp_dir().join(format!("kanoclip-detect-{}", std::process::id()));
+    let input = dir.join("in");
+    let nested = input.join("nested");
+    std::fs::create_dir_all(&nested).unwrap();
+    std::fs::copy(fixture("images/tiny_quickgelu_0.png"), input.join("a.png")).unwrap();
+    std::fs::copy(fixture("images/nonsquare_120x90.png"), nested.join("b.png")).unwrap();
+    std::fs::copy(fixture("images/tiny_quickgelu_1.png"), nested.join("a.png")).unwrap();
+    std::fs::write(input.join("notes.txt"), "not an image").unwrap();
+    std::fs::write(input.join("broken.png"), b"\x89PNG\r\n\x1a\nbroken").unwrap();
+    let out = dir.join("out");
+    let cfg = fixture("tiny_quickgelu_config.json").display().to_string();
+    let weights = fixture("tiny_quickgelu.safetensors").display().to_string();
+    let head = fixture("tiny_quickgelu_head.safetensors")
+        .display()
+        .to_string();
+    let args = [
+        "detect",
+        input.to_str().unwrap(),
+        "--clip-config",
+        &cfg,
+        "--weights",
+        &weights,
+        "--head",
+        &head,
+        "--out",
+        out.to_str().unwrap(),
+        "--threshold",
+        "0.0",
+    ];
+    let run = kanoclip(&args);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["images"], 3);
+    assert_eq!(report["errors"], 2);
+    assert_eq!(report["anomalous"], 3, "threshold 0 flags everything");
+    let results = report["results"].as_array().unwrap();
+    let errors: Vec<&str> = results
+        .iter()
+        .filter_map(|r| r["file"].as_str().filter(|_| !r["error"].is_null()))
+        .collect();
+    assert!(
+        errors.iter().any(|f| f.ends_with("notes.txt"))
+            && errors.iter().any(|f| f.ends_with("broken.png"))
+    );
+    // Outputs at the original size; the two a.png files do not overwrite each other.
+    for (stem, size) in [("a", (32, 32)), ("a_2", (32, 32)), ("b", (120, 90))] {
+        for kind in ["heatmap", "overlay"] {
+            let img = image::open(out.join(format!("{stem}_{kind}.png"))).unwrap();
+            assert_eq!((img.width(), img.height()), size, "{stem}_{kind}");
+        }
+    }
+    let csv = std::fs::read_to_string(out.join("report.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 5);
+    assert!(csv.starts_with("file,score,is_anomalous,map_max"));
+
+    // Training-free mode with the shipped knowledge base.
+    let out2 = dir.join("out2");
+    let kb =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/knowledge/industrial.json");
+    let run = kanoclip(&[
+        "detect",
+        input.join("a.png").to_str().unwrap(),
+        "--clip-config",
+        &cfg,
+        "--weights",
+        &weights,
+        "--knowledge",
+        kb.to_str().unwrap(),
+        "--out",
+        out2.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out2.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["mode"], "training-free");
+
+    // Could not run: unwritable output, a head for another backbone, a bad knowledge file.
+    std::fs::write(dir.join("file"), "x").unwrap();
+    let blocked = dir.join("file").join("out");
+    let small_cfg = fixture("small_gelu_config.json").display().to_string();
+    let small_w = fixture("small_gelu.safetensors").display().to_string();
+    let bad_kb = dir.join("kb.json");
+    std::fs::write(&bad_kb, r#"{"format": "kanoclip-knowledge/1"}"#).unwrap();
+    let a_png = input.join("a.png");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "detect",
+                a_png.to_str().unwrap(),
+                "--clip-config",
+                &cfg,
+                "--weights",
+                &weights,
+                "--out",
+                blocked.to_str().unwrap(),
+            ],
+            "file/out",
+        ),
+        (
+            vec![
+                "detect",
+                a_png.to_str().unwrap(),
+                "--clip-config",
+                &small_cfg,
+                "--weights",
+                &small_w,
+                "--head",
+                &head,
+                "--out",
+                out2.to_str().unwrap(),
+            ],
+            "another backbone",
+        ),
+        (
+            vec![
+                "detect",
+                a_png.to_str().unwrap(),
+                "--clip-config",
+                &cfg,
+                "--weights",
+                &weights,
+                "--knowledge",
+                bad_kb.to_str().unwrap(),
+                "--out",
+                out2.to_str().unwrap(),
+            ],
+            "invalid knowledge base",
+        ),
+        (
+            vec![
+                "detect",
+                "/nonexistent/dir",
+                "--clip-config",
+                &cfg,
+                "--weights",
+                &weights,
+            ],
+            "nonexistent",
+        ),
+    ];
+    for (args, want) in cases {
+        let run = kanoclip(&args);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            !run.status.success() && stderr.contains(want) && !stderr.contains("panicked"),
+            "{args:?}: {stderr}"
+        );
+    }
+    std::fs::remove_dir_all(dir).ok();
+}

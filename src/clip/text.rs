@@ -25,9 +25,8 @@ impl TextTower {
         self.positional_embedding.dims()[0]
     }
 
-    /// The additive causal mask: 0 on and below the diagonal, -inf above.
-    fn causal_mask(&self, device: &Device) -> Tensor<2> {
-        let c = self.context_length();
+    /// The additive causal mask over `c` tokens: 0 on and below the diagonal, -inf above.
+    fn causal_mask(&self, c: usize, device: &Device) -> Tensor<2> {
         let values: Vec<f32> = (0..c * c)
             .map(|i| {
                 if i % c > i / c {
@@ -70,8 +69,19 @@ impl TextTower {
     ) -> Tensor<2> {
         let device = x.device();
         let [b, c, w] = x.dims();
-        let mut x = x + self.positional_embedding.val().unsqueeze::<3>();
-        let mask = self.causal_mask(&device);
+        // Attention is causal, so nothing after the last EOT can change what is pooled:
+        // run only up to it (prompts are short; this is exact and several times faster).
+        let deep_len = deep.iter().map(|(_, p)| p.dims()[0]).max().unwrap_or(0);
+        let c = (eot.iter().copied().max().unwrap_or(0) + 1)
+            .max(1 + deep_len)
+            .min(c);
+        let x = x.narrow(1, 0, c);
+        let mut x = x + self
+            .positional_embedding
+            .val()
+            .narrow(0, 0, c)
+            .unsqueeze::<3>();
+        let mask = self.causal_mask(c, &device);
         for (i, block) in self.blocks.iter().enumerate() {
             if let Some((_, prompt)) = deep.iter().find(|(n, _)| *n == i + 1) {
                 let [k, _] = prompt.dims();
