@@ -41,7 +41,10 @@ pub async fn device(kind: BackendKind) -> Result<Device> {
 }
 
 /// The wgpu runtime can be started once per process: keep the device and hand out clones.
+// The guard is held across the start-up on purpose: it serialises the one start the
+// runtime allows. Callers are single futures (pollster natively, the browser's event loop).
 #[cfg(feature = "wgpu")]
+#[allow(clippy::await_holding_lock)]
 async fn wgpu_device() -> Result<Device> {
     static WGPU: std::sync::Mutex<Option<Device>> = std::sync::Mutex::new(None);
     let mut slot = WGPU.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

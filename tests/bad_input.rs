@@ -166,7 +166,7 @@ fn configs_with_unknown_fields_or_impossible_numbers_are_refused() {
         f(&mut v);
         ClipConfig::from_json_str(&v.to_string())
     };
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    let cases: Vec<common::JsonEdit> = vec![
         (
             "unknown field",
             Box::new(|v| v["vision_cfg"]["widht"] = 48.into()),

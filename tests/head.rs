@@ -134,7 +134,7 @@ fn head_file_round_trips_and_refuses_bad_files() {
     assert!(max_abs_diff(&d1.map.values, &d2.map.values) == 0.0);
 
     let head_err = |r: kanoclip::Result<(Head, HeadMeta)>, want: &str| {
-        let e = r.err().expect("must fail");
+        let e = r.expect_err("must fail");
         assert!(
             matches!(e, Error::Head(_)) && e.to_string().contains(want),
             "want `{want}`: {e}"
@@ -232,7 +232,7 @@ fn knowledge_bases_are_validated() {
         f(&mut v);
         KnowledgeBase::from_json_str(&v.to_string())
     };
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    let cases: Vec<common::JsonEdit> = vec![
         (
             "general.normal is empty",
             Box::new(|v| v["general"]["normal"] = serde_json::json!([])),

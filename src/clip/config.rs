@@ -136,7 +136,7 @@ impl ClipConfig {
                 v.image_size, v.patch_size
             ));
         }
-        if v.image_size % v.patch_size != 0 {
+        if !v.image_size.is_multiple_of(v.patch_size) {
             return bad(format!(
                 "patch size {} does not divide the image size {}",
                 v.patch_size, v.image_size

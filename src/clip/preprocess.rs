@@ -8,8 +8,11 @@ use image::{DynamicImage, ImageReader, Limits, imageops::FilterType};
 
 use crate::error::{Error, Result};
 
+// The published values, digit for digit.
+#[allow(clippy::excessive_precision)]
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
-pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+#[allow(clippy::excessive_precision)]
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
 /// Images with more pixels than this are refused from their header, before decoding.
 pub const MAX_PIXELS: u64 = 100_000_000;

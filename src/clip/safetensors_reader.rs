@@ -30,7 +30,7 @@ impl<'a> WeightReader<'a> {
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.tensors.names().iter().any(|n| *n == name)
+        self.tensors.names().contains(&name)
     }
 
     /// The tensor `name`, which must have `shape`. f16, bf16 and f64 are widened or narrowed

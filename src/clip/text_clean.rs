@@ -100,10 +100,11 @@ fn ftfy_entity(entity: &str) -> Option<String> {
         return Some(String::from_utf8_lossy(v).into_owned());
     }
     let lower = entity.to_lowercase();
-    if lower != entity && entity == entity.to_uppercase() {
-        if let Some(v) = htmlize::ENTITIES.get(lower.as_bytes()) {
-            return Some(String::from_utf8_lossy(v).to_uppercase());
-        }
+    if lower != entity
+        && entity == entity.to_uppercase()
+        && let Some(v) = htmlize::ENTITIES.get(lower.as_bytes())
+    {
+        return Some(String::from_utf8_lossy(v).to_uppercase());
     }
     None
 }

@@ -79,19 +79,19 @@ impl VisionTower {
 
     /// Check the input size and the VV options before anything reaches the backend.
     pub fn check(&self, size: usize, vv: &VvOptions) -> Result<()> {
-        if size == 0 || size % self.patch_size != 0 {
+        if size == 0 || !size.is_multiple_of(self.patch_size) {
             return Err(Error::Invalid(format!(
                 "input size {size} is not a positive multiple of the patch size {}",
                 self.patch_size
             )));
         }
         let layers = self.blocks.len();
-        if let Some(from) = vv.vv_from {
-            if from == 0 || from > layers {
-                return Err(Error::Invalid(format!(
-                    "vv_from {from} is not a block in 1..={layers}"
-                )));
-            }
+        if let Some(from) = vv.vv_from
+            && (from == 0 || from > layers)
+        {
+            return Err(Error::Invalid(format!(
+                "vv_from {from} is not a block in 1..={layers}"
+            )));
         }
         if let Some(&t) = vv.taps.iter().find(|&&t| t == 0 || t > layers) {
             return Err(Error::Invalid(format!(

@@ -52,7 +52,10 @@ impl DetectorConfig {
 
     pub fn validate(&self, layers: usize, patch_size: usize) -> Result<()> {
         let bad = |m: String| Err(Error::Invalid(format!("detector config: {m}")));
-        if self.input_size == 0 || self.input_size % patch_size != 0 || self.input_size > 4096 {
+        if self.input_size == 0
+            || !self.input_size.is_multiple_of(patch_size)
+            || self.input_size > 4096
+        {
             return bad(format!(
                 "input size {} is not a multiple of the patch size {patch_size} in 1..=4096",
                 self.input_size
@@ -70,8 +73,7 @@ impl DetectorConfig {
                 self.taps
             ));
         }
-        if !(self.tau.is_finite() && self.tau > 0.0)
-            || !(self.sigma.is_finite() && self.sigma >= 0.0)
+        if !(self.tau.is_finite() && self.tau > 0.0 && self.sigma.is_finite() && self.sigma >= 0.0)
         {
             return bad("tau must be positive and sigma non-negative".into());
         }

@@ -85,7 +85,7 @@ impl HeadConfig {
         if self.deep_len == 0 || self.deep_len > self.n_ctx {
             return bad(format!("deep_len {} must be in 1..=n_ctx", self.deep_len));
         }
-        if self.attn_heads == 0 || embed_dim % self.attn_heads != 0 {
+        if self.attn_heads == 0 || !embed_dim.is_multiple_of(self.attn_heads) {
             return bad(format!(
                 "embed_dim {embed_dim} is not divisible by {} heads",
                 self.attn_heads

@@ -43,7 +43,10 @@ fn flat(t: Tensor<1>) -> Result<Vec<f32>> {
 }
 
 /// `(name, shape, values)` for every parameter, in file order.
-fn entries(head: &Head) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+/// A named parameter: file name, shape, row-major values.
+type Entry = (String, Vec<usize>, Vec<f32>);
+
+fn entries(head: &Head) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
     let mut push =
         |name: String, dims: Vec<usize>, values: Vec<f32>| out.push((name, dims, values));

@@ -47,3 +47,6 @@ pub fn flatten(v: &serde_json::Value) -> Vec<f32> {
         other => panic!("unexpected JSON {other}"),
     }
 }
+
+/// A named edit of a JSON document, for bad-input tables.
+pub type JsonEdit = (&'static str, Box<dyn Fn(&mut serde_json::Value)>);
