@@ -287,6 +287,8 @@ def main():
     model = build(cfg, torch.float32, 1000)
     images = [Image.open(os.path.join(OUT, f"images/tiny_quickgelu_{i}.png")).convert("RGB") for i in range(2)]
     write_head_cases(OUT, model, cfg, vision_forward, images, [f"images/tiny_quickgelu_{i}.png" for i in range(2)], 32)
+    from metrics_reference import write_metrics_cases
+    write_metrics_cases(OUT)
 
 
 def write_preprocess_case():

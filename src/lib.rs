@@ -15,6 +15,7 @@ pub mod clip;
 pub mod detect;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod head;
 
 pub use error::{Error, Result};

@@ -64,29 +64,9 @@ fn truncated_and_foreign_weights_are_format_errors() {
 
 /// Rewrite the fixture with some tensors replaced.
 fn rewrite(
-    replace: impl Fn(
-        &str,
-        safetensors::tensor::TensorView,
-    ) -> Option<(safetensors::Dtype, Vec<usize>, Vec<u8>)>,
+    replace: impl Fn(&str, safetensors::tensor::TensorView) -> Option<common::Replacement>,
 ) -> Vec<u8> {
-    let bytes = tiny_weights();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut owned = Vec::new();
-    for (name, view) in st.tensors() {
-        let (dtype, shape, data) = replace(&name, view.clone())
-            .unwrap_or_else(|| (view.dtype(), view.shape().to_vec(), view.data().to_vec()));
-        owned.push((name, dtype, shape, data));
-    }
-    let views: Vec<(String, safetensors::tensor::TensorView)> = owned
-        .iter()
-        .map(|(n, d, s, b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize(views, None).unwrap()
+    common::rewrite_safetensors(&tiny_weights(), replace)
 }
 
 #[test]

@@ -268,63 +268,44 @@ fn detect_inspects_a_folder_and_records_what_it_skips() {
     let bad_kb = dir.join("kb.json");
     std::fs::write(&bad_kb, r#"{"format": "kanoclip-knowledge/1"}"#).unwrap();
     let a_png = input.join("a.png");
-    let cases: Vec<(Vec<&str>, &str)> = vec![
+    let a = a_png.to_str().unwrap();
+    let (out2, blocked, bad_kb) = (
+        out2.to_str().unwrap(),
+        blocked.to_str().unwrap(),
+        bad_kb.to_str().unwrap(),
+    );
+    let with = |c: &str, w: &str, extra: &[&str]| {
+        let mut v: Vec<String> = ["detect", a, "--clip-config", c, "--weights", w]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (with(&cfg, &weights, &["--out", blocked]), "file/out"),
         (
-            vec![
-                "detect",
-                a_png.to_str().unwrap(),
-                "--clip-config",
-                &cfg,
-                "--weights",
-                &weights,
-                "--out",
-                blocked.to_str().unwrap(),
-            ],
-            "file/out",
-        ),
-        (
-            vec![
-                "detect",
-                a_png.to_str().unwrap(),
-                "--clip-config",
-                &small_cfg,
-                "--weights",
-                &small_w,
-                "--head",
-                &head,
-                "--out",
-                out2.to_str().unwrap(),
-            ],
+            with(&small_cfg, &small_w, &["--head", &head, "--out", out2]),
             "another backbone",
         ),
         (
-            vec![
-                "detect",
-                a_png.to_str().unwrap(),
-                "--clip-config",
-                &cfg,
-                "--weights",
-                &weights,
-                "--knowledge",
-                bad_kb.to_str().unwrap(),
-                "--out",
-                out2.to_str().unwrap(),
-            ],
+            with(&cfg, &weights, &["--knowledge", bad_kb, "--out", out2]),
             "invalid knowledge base",
         ),
         (
             vec![
-                "detect",
-                "/nonexistent/dir",
-                "--clip-config",
-                &cfg,
-                "--weights",
-                &weights,
+                "detect".into(),
+                "/nonexistent/dir".into(),
+                "--clip-config".into(),
+                cfg.clone(),
+                "--weights".into(),
+                weights.clone(),
             ],
             "nonexistent",
         ),
     ];
     for (args, want) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let run = kanoclip(&args);
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(

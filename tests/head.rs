@@ -159,31 +159,14 @@ fn head_file_round_trips_and_refuses_bad_files() {
         load_head(&bytes, &BackboneId::of(&small), 77, &device),
         "another backbone",
     );
-    // NaN inside.
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec()))
-        .collect();
-    owned
-        .iter_mut()
-        .find(|(n, _, _)| n == "adapter.c1.weight")
-        .unwrap()
-        .2[..4]
-        .copy_from_slice(&f32::INFINITY.to_le_bytes());
-    let views: Vec<_> = owned
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .unwrap(),
-            )
+    // Infinity inside.
+    let poisoned = common::rewrite_safetensors(&bytes, |name, view| {
+        (name == "adapter.c1.weight").then(|| {
+            let mut data = view.data().to_vec();
+            data[..4].copy_from_slice(&f32::INFINITY.to_le_bytes());
+            (view.dtype(), view.shape().to_vec(), data)
         })
-        .collect();
-    let poisoned = safetensors::serialize(views, header.metadata().clone()).unwrap();
+    });
     head_err(load_head(&poisoned, &backbone, 77, &device), "non-finite");
     // Not a head at all: CLIP weights.
     let clip_bytes = std::fs::read(fixture("tiny_quickgelu.safetensors")).unwrap();

@@ -50,3 +50,34 @@ pub fn flatten(v: &serde_json::Value) -> Vec<f32> {
 
 /// A named edit of a JSON document, for bad-input tables.
 pub type JsonEdit = (&'static str, Box<dyn Fn(&mut serde_json::Value)>);
+
+/// A tensor's new dtype, shape and bytes.
+pub type Replacement = (safetensors::Dtype, Vec<usize>, Vec<u8>);
+
+/// A copy of a safetensors file (metadata kept) with the tensors `replace` returns swapped in.
+pub fn rewrite_safetensors(
+    bytes: &[u8],
+    replace: impl Fn(&str, safetensors::tensor::TensorView) -> Option<Replacement>,
+) -> Vec<u8> {
+    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
+    let owned: Vec<(String, Replacement)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let r = replace(&name, view.clone())
+                .unwrap_or_else(|| (view.dtype(), view.shape().to_vec(), view.data().to_vec()));
+            (name, r)
+        })
+        .collect();
+    let views: Vec<_> = owned
+        .iter()
+        .map(|(n, (d, s, b))| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize(views, header.metadata().clone()).unwrap()
+}
