@@ -17,5 +17,7 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod head;
+#[cfg(feature = "train")]
+pub mod train;
 
 pub use error::{Error, Result};

@@ -2,6 +2,7 @@
 
 mod detect;
 mod embed;
+mod synth;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,8 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// Inspect images: heatmaps, overlays, report.json and report.csv.
     Detect(detect::DetectArgs),
+    /// Write synthetic defect images with exact masks in MVTec AD layout.
+    Synth(synth::SynthArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -31,6 +34,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Embed(args) => embed::run(args),
         Command::Detect(args) => detect::run(args),
+        Command::Synth(args) => synth::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
