@@ -27,6 +27,9 @@ pub enum Error {
     /// A head file is unreadable, corrupt, or built for another backbone.
     #[error("invalid head file: {0}")]
     Head(String),
+    /// A data set is missing or half-formed: every problem, with the files it concerns.
+    #[error("invalid data set:\n  {}", .0.join("\n  "))]
+    Dataset(Vec<String>),
     /// An input image was refused or could not be decoded.
     #[error("invalid image: {0}")]
     Image(String),

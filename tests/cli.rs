@@ -315,3 +315,92 @@ fn detect_inspects_a_folder_and_records_what_it_skips() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn synth_then_eval_writes_metrics_and_scores() {
+    let dir = std::env::temp_dir().join(format!("kanoclip-eval-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.join("data");
+    let out = dir.join("out");
+    let run = kanoclip(&[
+        "synth",
+        "--out",
+        data.to_str().unwrap(),
+        "--size",
+        "40",
+        "--train-good",
+        "1",
+        "--test-good",
+        "2",
+        "--per-defect",
+        "1",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let cfg = fixture("tiny_quickgelu_config.json").display().to_string();
+    let weights = fixture("tiny_quickgelu.safetensors").display().to_string();
+    let head = fixture("tiny_quickgelu_head.safetensors")
+        .display()
+        .to_string();
+    let base = [
+        "eval",
+        "--data",
+        data.to_str().unwrap(),
+        "--format",
+        "mvtec",
+        "--clip-config",
+        &cfg,
+        "--weights",
+        &weights,
+    ];
+    let mut args = base.to_vec();
+    args.extend(["--head", &head, "--out", out.to_str().unwrap()]);
+    let run = kanoclip(&args);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let table = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        table.contains("I-AUC") && table.contains("mean") && table.contains("wood"),
+        "{table}"
+    );
+    let scores = std::fs::read_to_string(out.join("scores.csv")).unwrap();
+    assert_eq!(scores.lines().count(), 1 + 4 * (2 + 5));
+    assert!(scores.starts_with("path,category,label,score"));
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["categories"].as_array().unwrap().len(), 4);
+    assert!(metrics["mean"]["aupro"].is_null());
+    assert_eq!(
+        std::fs::read_to_string(out.join("metrics.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        1 + 4 + 1
+    );
+    // Neither --head nor --training-free, and a data set that is not there: refused.
+    let mut args = base.to_vec();
+    args.extend(["--out", out.to_str().unwrap()]);
+    assert!(!kanoclip(&args).status.success());
+    let run = kanoclip(&[
+        "eval",
+        "--data",
+        "/nonexistent",
+        "--format",
+        "mvtec",
+        "--clip-config",
+        &cfg,
+        "--weights",
+        &weights,
+        "--training-free",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains("nonexistent"));
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -2,6 +2,7 @@
 
 mod detect;
 mod embed;
+mod eval;
 mod synth;
 
 use std::process::ExitCode;
@@ -27,6 +28,8 @@ enum Command {
     Detect(detect::DetectArgs),
     /// Write synthetic defect images with exact masks in MVTec AD layout.
     Synth(synth::SynthArgs),
+    /// Per-category metrics on a data set's test split.
+    Eval(eval::EvalArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -35,6 +38,7 @@ pub fn main() -> ExitCode {
         Command::Embed(args) => embed::run(args),
         Command::Detect(args) => detect::run(args),
         Command::Synth(args) => synth::run(args),
+        Command::Eval(args) => eval::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,6 @@
-//! Training and evaluation data (native only). So far: the synthetic-defect generator.
-//! The trainer, the data-set layouts and `kanoclip train`/`eval` are still to come.
+//! Training and evaluation data (native only): data-set layouts and the synthetic-defect
+//! generator. The trainer and `kanoclip train` are still to come.
 
+pub mod dataset;
+pub mod evaluate;
 pub mod synth;

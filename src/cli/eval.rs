@@ -1,0 +1,148 @@
+//! `kanoclip eval`: per-category metrics on a data set's test split.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use kanoclip::clip::{Clip, Tokenizer};
+use kanoclip::detect::{Detector, DetectorConfig};
+use kanoclip::device::{BackendKind, device};
+use kanoclip::head::knowledge::KnowledgeBase;
+use kanoclip::train::dataset::{Dataset, Format};
+use kanoclip::train::evaluate::{CategoryMetrics, EvalReport, evaluate};
+use kanoclip::{Error, Result, atomic};
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, value_enum)]
+    format: Format,
+    #[arg(long)]
+    clip_config: PathBuf,
+    #[arg(long)]
+    weights: PathBuf,
+    /// A trained head.
+    #[arg(
+        long,
+        conflicts_with = "training_free",
+        required_unless_present = "training_free"
+    )]
+    head: Option<PathBuf>,
+    /// Plain CLIP with the knowledge prompt ensemble.
+    #[arg(long)]
+    training_free: bool,
+    #[arg(long, default_value = "weights/knowledge/industrial.json")]
+    knowledge: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+    backend: BackendKind,
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or("     –".into(), |x| format!("{:6.1}", 100.0 * x))
+}
+
+fn row(c: &CategoryMetrics) -> String {
+    format!(
+        "{:<16} {:>5} {} {} {} {} {} {}",
+        c.category,
+        c.images,
+        pct(c.image_auroc),
+        pct(c.image_ap),
+        pct(c.image_f1_max),
+        pct(c.pixel_auroc),
+        pct(c.aupro),
+        pct(c.pixel_ap)
+    )
+}
+
+fn csv_num(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.6}")).unwrap_or_default()
+}
+
+fn write_outputs(out: &std::path::Path, report: &EvalReport) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let json = serde_json::to_vec_pretty(&serde_json::json!({
+        "categories": report.categories, "mean": report.mean, "images_per_second": report.images_per_second,
+        "note": "aupro is not computed yet (null)",
+    }))
+    .map_err(|e| Error::Invalid(e.to_string()))?;
+    atomic::write(&out.join("metrics.json"), &json)?;
+    let mut csv = String::from(
+        "category,images,anomalous,image_auroc,image_ap,image_f1_max,pixel_auroc,aupro,pixel_ap\n",
+    );
+    for c in report
+        .categories
+        .iter()
+        .chain(std::iter::once(&report.mean))
+    {
+        csv.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{}\n",
+            c.category,
+            c.images,
+            c.anomalous,
+            csv_num(c.image_auroc),
+            csv_num(c.image_ap),
+            csv_num(c.image_f1_max),
+            csv_num(c.pixel_auroc),
+            csv_num(c.aupro),
+            csv_num(c.pixel_ap)
+        ));
+    }
+    atomic::write(&out.join("metrics.csv"), csv.as_bytes())?;
+    let mut scores = String::from("path,category,label,score\n");
+    for s in &report.scores {
+        scores.push_str(&format!(
+            "\"{}\",{},{},{:.6}\n",
+            s.path.replace('"', "\"\""),
+            s.category,
+            s.label,
+            s.score
+        ));
+    }
+    atomic::write(&out.join("scores.csv"), scores.as_bytes())
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let data = Dataset::load(&args.data, args.format)?;
+    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+    let tokenizer = Tokenizer::new()?;
+    let dev = pollster::block_on(device(args.backend))?;
+    let clip = Clip::from_files(&args.clip_config, &args.weights, &dev)?;
+    let detector = match &args.head {
+        Some(head) => Detector::load(clip, head, &tokenizer)?,
+        None => {
+            let kb = KnowledgeBase::from_file(&args.knowledge)?;
+            let cfg = DetectorConfig::for_clip(&clip.config);
+            Detector::training_free(clip, &kb, &tokenizer, cfg)?
+        }
+    };
+    let total = data
+        .samples
+        .iter()
+        .filter(|s| s.split == kanoclip::train::dataset::Split::Test)
+        .count();
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} images  {elapsed} elapsed, ETA {eta}")
+            .map_err(|e| Error::Invalid(e.to_string()))?,
+    );
+    let report = evaluate(&detector, &data, |_| bar.inc(1))?;
+    bar.finish_and_clear();
+    println!(
+        "{:<16} {:>5} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
+        "category", "n", "I-AUC", "I-AP", "I-F1", "P-AUC", "AUPRO", "P-AP"
+    );
+    for c in &report.categories {
+        println!("{}", row(c));
+    }
+    println!("{}", row(&report.mean));
+    println!(
+        "({:.1} images/s; AUPRO not computed yet)",
+        report.images_per_second
+    );
+    write_outputs(&args.out, &report)
+}

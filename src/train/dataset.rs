@@ -1,0 +1,391 @@
+//! Data-set layouts people evaluate zero-shot anomaly detectors on: MVTec AD, MVTec LOCO,
+//! VisA (`split_csv/1cls.csv`) and a generic folder layout like anomalib's `Folder`.
+//! Loading checks every file up front (in parallel) and names each problem.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum Format {
+    Mvtec,
+    Visa,
+    Loco,
+    Folder,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Test,
+}
+
+/// One image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub path: PathBuf,
+    pub category: String,
+    pub split: Split,
+    /// `true` for an anomalous image.
+    pub label: bool,
+    /// Ground-truth masks (their union is the mask; MVTec LOCO has several per image).
+    /// Empty for normal images, and for anomalous ones in layouts without masks.
+    pub masks: Vec<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub root: PathBuf,
+    pub samples: Vec<Sample>,
+}
+
+const IMAGE_EXT: [&str; 6] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff"];
+
+fn is_image(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXT.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Image files directly in `dir`, sorted; none if it does not exist.
+fn images_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && is_image(p))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn stem(p: &Path) -> String {
+    p.file_stem()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+impl Dataset {
+    /// Read a layout and check it: every anomalous image with masks must have them, each
+    /// mask the size of its image, every file a readable image header.
+    pub fn load(root: impl AsRef<Path>, format: Format) -> Result<Self> {
+        let root = root.as_ref().to_path_buf();
+        if !root.is_dir() {
+            return Err(Error::io(
+                &root,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such data-set folder"),
+            ));
+        }
+        let mut problems = Vec::new();
+        let samples = match format {
+            Format::Mvtec => mvtec(&root, &mut problems)?,
+            Format::Loco => loco(&root, &mut problems)?,
+            Format::Visa => visa(&root, &mut problems)?,
+            Format::Folder => folder(&root, &mut problems)?,
+        };
+        if samples.is_empty() && problems.is_empty() {
+            problems.push(format!(
+                "{}: no images found in {format:?} layout",
+                root.display()
+            ));
+        }
+        problems.extend(check_files(&samples));
+        if !problems.is_empty() {
+            return Err(Error::Dataset(problems));
+        }
+        Ok(Dataset { root, samples })
+    }
+
+    /// Category names in order.
+    pub fn categories(&self) -> Vec<String> {
+        let mut c: Vec<String> = self.samples.iter().map(|s| s.category.clone()).collect();
+        c.dedup();
+        c.sort();
+        c.dedup();
+        c
+    }
+}
+
+/// Headers of every image and mask, read in parallel; masks must match their image's size.
+fn check_files(samples: &[Sample]) -> Vec<String> {
+    samples
+        .par_iter()
+        .flat_map_iter(|s| {
+            let mut problems = Vec::new();
+            match image::image_dimensions(&s.path) {
+                Err(e) => problems.push(format!("{}: unreadable image ({e})", s.path.display())),
+                Ok(size) => {
+                    for m in &s.masks {
+                        match image::image_dimensions(m) {
+                            Err(e) => {
+                                problems.push(format!("{}: unreadable mask ({e})", m.display()))
+                            }
+                            Ok(ms) if ms != size => problems.push(format!(
+                                "{}: mask is {}×{} but its image {} is {}×{}",
+                                m.display(),
+                                ms.0,
+                                ms.1,
+                                s.path.display(),
+                                size.0,
+                                size.1
+                            )),
+                            Ok(_) => {}
+                        }
+                    }
+                }
+            }
+            problems
+        })
+        .collect()
+}
+
+fn mvtec(root: &Path, problems: &mut Vec<String>) -> Result<Vec<Sample>> {
+    let mut out = Vec::new();
+    for cat_dir in subdirs(root)? {
+        let cat = name(&cat_dir);
+        if !cat_dir.join("test").is_dir() {
+            continue;
+        }
+        for p in images_in(&cat_dir.join("train/good"))? {
+            out.push(Sample {
+                path: p,
+                category: cat.clone(),
+                split: Split::Train,
+                label: false,
+                masks: vec![],
+            });
+        }
+        for defect_dir in subdirs(&cat_dir.join("test"))? {
+            let defect = name(&defect_dir);
+            for p in images_in(&defect_dir)? {
+                let label = defect != "good";
+                let masks = if label {
+                    let m = cat_dir
+                        .join("ground_truth")
+                        .join(&defect)
+                        .join(format!("{}_mask.png", stem(&p)));
+                    if !m.is_file() {
+                        problems.push(format!(
+                            "{}: anomalous image has no mask {}",
+                            p.display(),
+                            m.display()
+                        ));
+                    }
+                    vec![m]
+                } else {
+                    vec![]
+                };
+                out.push(Sample {
+                    path: p,
+                    category: cat.clone(),
+                    split: Split::Test,
+                    label,
+                    masks,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn loco(root: &Path, problems: &mut Vec<String>) -> Result<Vec<Sample>> {
+    let mut out = Vec::new();
+    for cat_dir in subdirs(root)? {
+        let cat = name(&cat_dir);
+        if !cat_dir.join("test").is_dir() {
+            continue;
+        }
+        for split_dir in ["train/good", "validation/good"] {
+            for p in images_in(&cat_dir.join(split_dir))? {
+                out.push(Sample {
+                    path: p,
+                    category: cat.clone(),
+                    split: Split::Train,
+                    label: false,
+                    masks: vec![],
+                });
+            }
+        }
+        for kind_dir in subdirs(&cat_dir.join("test"))? {
+            let kind = name(&kind_dir);
+            for p in images_in(&kind_dir)? {
+                let label = kind != "good";
+                let mut masks = Vec::new();
+                if label {
+                    // ground_truth/<kind>/<stem>/000.png, 001.png, …: their union.
+                    let dir = cat_dir.join("ground_truth").join(&kind).join(stem(&p));
+                    masks = images_in(&dir)?;
+                    if masks.is_empty() {
+                        problems.push(format!(
+                            "{}: anomalous image has no masks in {}",
+                            p.display(),
+                            dir.display()
+                        ));
+                    }
+                }
+                out.push(Sample {
+                    path: p,
+                    category: cat.clone(),
+                    split: Split::Test,
+                    label,
+                    masks,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn visa(root: &Path, problems: &mut Vec<String>) -> Result<Vec<Sample>> {
+    let csv_path = root.join("split_csv/1cls.csv");
+    let text = std::fs::read_to_string(&csv_path).map_err(|e| Error::io(&csv_path, e))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .collect();
+    let col = |n: &str| header.iter().position(|h| *h == n);
+    let (Some(obj), Some(split), Some(label), Some(image), Some(mask)) = (
+        col("object"),
+        col("split"),
+        col("label"),
+        col("image"),
+        col("mask"),
+    ) else {
+        return Err(Error::Dataset(vec![format!(
+            "{}: expected the columns object,split,label,image,mask; found {}",
+            csv_path.display(),
+            header.join(",")
+        )]));
+    };
+    let mut out = Vec::new();
+    for (i, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        let get = |c: usize| f.get(c).copied().unwrap_or("");
+        let anomalous = match get(label) {
+            "normal" => false,
+            "anomaly" => true,
+            other => {
+                problems.push(format!(
+                    "{} line {}: label `{other}` is neither normal nor anomaly",
+                    csv_path.display(),
+                    i + 2
+                ));
+                continue;
+            }
+        };
+        let split = match get(split) {
+            "train" => Split::Train,
+            "test" => Split::Test,
+            other => {
+                problems.push(format!(
+                    "{} line {}: split `{other}` is neither train nor test",
+                    csv_path.display(),
+                    i + 2
+                ));
+                continue;
+            }
+        };
+        let path = root.join(get(image));
+        let masks = if anomalous && !get(mask).is_empty() {
+            vec![root.join(get(mask))]
+        } else {
+            vec![]
+        };
+        if anomalous && masks.is_empty() && split == Split::Test {
+            problems.push(format!(
+                "{}: anomalous test image has no mask in {}",
+                path.display(),
+                csv_path.display()
+            ));
+        }
+        for m in &masks {
+            if !m.is_file() {
+                problems.push(format!(
+                    "{}: mask {} does not exist",
+                    path.display(),
+                    m.display()
+                ));
+            }
+        }
+        out.push(Sample {
+            path,
+            category: get(obj).to_string(),
+            split,
+            label: anomalous,
+            masks,
+        });
+    }
+    Ok(out)
+}
+
+fn folder(root: &Path, problems: &mut Vec<String>) -> Result<Vec<Sample>> {
+    let cat = name(root);
+    let mut out: Vec<Sample> = images_in(&root.join("normal"))?
+        .into_iter()
+        .map(|p| Sample {
+            path: p,
+            category: cat.clone(),
+            split: Split::Test,
+            label: false,
+            masks: vec![],
+        })
+        .collect();
+    let mask_dir = root.join("masks");
+    for p in images_in(&root.join("abnormal"))? {
+        let masks = if mask_dir.is_dir() {
+            let found = [
+                name(&p),
+                format!("{}.png", stem(&p)),
+                format!("{}_mask.png", stem(&p)),
+            ]
+            .into_iter()
+            .map(|n| mask_dir.join(n))
+            .find(|m| m.is_file());
+            match found {
+                Some(m) => vec![m],
+                None => {
+                    problems.push(format!(
+                        "{}: no mask for it in {}",
+                        p.display(),
+                        mask_dir.display()
+                    ));
+                    vec![]
+                }
+            }
+        } else {
+            vec![]
+        };
+        out.push(Sample {
+            path: p,
+            category: cat.clone(),
+            split: Split::Test,
+            label: true,
+            masks,
+        });
+    }
+    Ok(out)
+}
