@@ -52,7 +52,7 @@ fn mvtec_layout_loads_and_bad_ones_name_their_files() {
         .filter(|s| s.split == Split::Test)
         .collect();
     assert_eq!(test.len(), 2 * (3 + 5));
-    assert!(test.iter().all(|s| s.label == !s.masks.is_empty()));
+    assert!(test.iter().all(|s| s.label != s.masks.is_empty()));
 
     // A missing mask, a mask of the wrong size, an unreadable image: all named at once.
     std::fs::remove_file(dir.join("grid/ground_truth/crack/000_mask.png")).unwrap();

@@ -17,7 +17,7 @@ fn masks_mark_exactly_the_changed_pixels() {
                 marked += usize::from(m[0] > 0);
             }
             assert!(
-                marked >= 5 && marked < 64 * 64 / 4,
+                (5..64 * 64 / 4).contains(&marked),
                 "{t:?}/{d:?}: {marked} pixels"
             );
         }

@@ -112,7 +112,7 @@ fn image_seed(
 pub fn texture(kind: Texture, size: u32, seed: u64) -> RgbImage {
     let mut rng = fastrand::Rng::with_seed(seed);
     let (phase, freq, tilt) = (
-        rng.f32() * 6.283,
+        rng.f32() * std::f32::consts::TAU,
         0.15 + rng.f32() * 0.05,
         rng.f32() * 0.3 - 0.15,
     );
