@@ -3,4 +3,5 @@
 
 pub mod dataset;
 pub mod evaluate;
+pub mod loss;
 pub mod synth;
