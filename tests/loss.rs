@@ -86,7 +86,7 @@ fn losses_equal_hand_computed_values() {
         assert!((scalar(knowledge_distillation(text, general, None, 1.0)) - 1.0).abs() < 1e-6);
 
         // L_local for one level = focal + dice(a, M) + dice(n, 1 − M).
-        let l = scalar(local(&[probs.clone()], mask.clone()).unwrap());
+        let l = scalar(local(std::slice::from_ref(&probs), mask.clone()).unwrap());
         let parts = scalar(focal(probs.clone(), mask.clone(), 2.0))
             + scalar(dice(t3(&[0.8, 0.3], [1, 1, 2], &d), mask.clone()))
             + scalar(dice(
