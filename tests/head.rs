@@ -289,3 +289,18 @@ fn heatmap_and_overlay_are_at_the_map_size() {
         .is_err()
     );
 }
+
+#[test]
+fn a_head_whose_levels_do_not_match_the_taps_is_refused() {
+    let device = backends().remove(0).1;
+    let clip = tiny(&device);
+    let (head, mut meta) = fresh_head(&clip, &device);
+    meta.detector.taps.pop();
+    let e = Detector::with_head(clip, head, meta, &Tokenizer::new().unwrap())
+        .err()
+        .expect("must fail");
+    assert!(
+        matches!(e, Error::Head(_)) && e.to_string().contains("levels"),
+        "{e}"
+    );
+}

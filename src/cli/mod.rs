@@ -34,6 +34,20 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A safety net: bad input is meant to come back as typed errors, but should anything
+    // still panic, say so in one line rather than with a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        eprintln!(
+            "kanoclip: internal error: {} (please report it)",
+            msg.replace('\n', "; ")
+        );
+    }));
     let result = match cli.command {
         Command::Embed(args) => embed::run(args),
         Command::Detect(args) => detect::run(args),

@@ -55,8 +55,9 @@ impl Clip {
         Ok(self.vision.forward(images, pos, vv))
     }
 
-    /// Encode token rows from [`crate::clip::tokenizer::Tokenizer`] to text features.
-    pub fn encode_text(&self, tokens: &[Vec<u32>]) -> Result<Tensor<2>> {
+    /// Check token rows before they reach the embedding table: each `context_length` long,
+    /// every id inside the vocabulary.
+    pub fn check_tokens(&self, tokens: &[Vec<u32>]) -> Result<()> {
         let c = self.text.context_length();
         let vocab = self.config.text.vocab_size as u32;
         if tokens.is_empty() {
@@ -75,6 +76,12 @@ impl Clip {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// Encode token rows from [`crate::clip::tokenizer::Tokenizer`] to text features.
+    pub fn encode_text(&self, tokens: &[Vec<u32>]) -> Result<Tensor<2>> {
+        self.check_tokens(tokens)?;
         Ok(self.text.forward(tokens))
     }
 }

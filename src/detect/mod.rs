@@ -159,8 +159,16 @@ impl Detector {
         meta: HeadMeta,
         tokenizer: &Tokenizer,
     ) -> Result<Self> {
+        let levels = meta.detector.taps.len();
+        if head.bicmci.len() != levels || meta.head.levels != levels {
+            return Err(Error::Head(format!(
+                "{} Bi-CMCI levels for {levels} taps",
+                head.bicmci.len()
+            )));
+        }
         let tokens =
             PromptTokens::new(tokenizer, meta.head.n_ctx, clip.config.text.context_length)?;
+        clip.check_tokens(&tokens.rows)?;
         let text = head.prompts.encode(&clip.text, &tokens);
         Self::new(clip, Some(head), meta.detector, text)
     }
