@@ -5,3 +5,4 @@ pub mod dataset;
 pub mod evaluate;
 pub mod loss;
 pub mod synth;
+pub mod trainer;
