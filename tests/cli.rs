@@ -404,3 +404,108 @@ fn synth_then_eval_writes_metrics_and_scores() {
     assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains("nonexistent"));
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn train_writes_a_head_that_eval_and_detect_can_use() {
+    let dir = std::env::temp_dir().join(format!("kanoclip-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.join("data");
+    let run = kanoclip(&[
+        "synth",
+        "--out",
+        data.to_str().unwrap(),
+        "--size",
+        "32",
+        "--train-good",
+        "1",
+        "--test-good",
+        "2",
+        "--per-defect",
+        "1",
+    ]);
+    assert!(run.status.success());
+    let cfg = fixture("tiny_quickgelu_config.json").display().to_string();
+    let weights = fixture("tiny_quickgelu.safetensors").display().to_string();
+    let kb = fixture("knowledge_small.json").display().to_string();
+    let head = dir.join("head.safetensors");
+    let run = kanoclip(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--format",
+        "mvtec",
+        "--clip-config",
+        &cfg,
+        "--weights",
+        &weights,
+        "--knowledge",
+        &kb,
+        "--out",
+        head.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--batch",
+        "4",
+        "--input-size",
+        "32",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let log = std::fs::read_to_string(dir.join("head.safetensors.log.jsonl")).unwrap();
+    // 4 categories × 7 test images = 28 images, 7 batches of 4, 2 epochs.
+    assert_eq!(log.lines().count(), 14);
+    let line: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(line["epoch"], 1);
+    assert!(line["total"].as_f64().unwrap().is_finite());
+    let out = dir.join("eval");
+    let run = kanoclip(&[
+        "eval",
+        "--data",
+        data.to_str().unwrap(),
+        "--format",
+        "mvtec",
+        "--clip-config",
+        &cfg,
+        "--weights",
+        &weights,
+        "--head",
+        head.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // A half-formed data set is refused with the file named, and no head is written.
+    std::fs::remove_file(data.join("wood/ground_truth/hole/000_mask.png")).unwrap();
+    let head2 = dir.join("head2.safetensors");
+    let run = kanoclip(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--format",
+        "mvtec",
+        "--clip-config",
+        &cfg,
+        "--weights",
+        &weights,
+        "--knowledge",
+        &kb,
+        "--out",
+        head2.to_str().unwrap(),
+        "--input-size",
+        "32",
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && stderr.contains("wood/test/hole/000.png"),
+        "{stderr}"
+    );
+    assert!(!head2.exists());
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -4,6 +4,7 @@ mod detect;
 mod embed;
 mod eval;
 mod synth;
+mod train;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,8 @@ enum Command {
     Synth(synth::SynthArgs),
     /// Per-category metrics on a data set's test split.
     Eval(eval::EvalArgs),
+    /// Train the head (prompts, Bi-CMCI, adapter) on an auxiliary data set.
+    Train(train::TrainArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -53,6 +56,7 @@ pub fn main() -> ExitCode {
         Command::Detect(args) => detect::run(args),
         Command::Synth(args) => synth::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Train(args) => train::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -147,3 +147,23 @@ pub fn preprocess(image: &DynamicImage, size: u32) -> Result<Preprocessed> {
     }
     Ok(Preprocessed { pixels, geometry })
 }
+
+/// A ground-truth mask through the same resize and centre crop as its image (nearest
+/// neighbour, so it stays binary): `size × size` values in {0, 1}, thresholded at 128.
+pub fn preprocess_mask(mask: &image::GrayImage, size: u32) -> Result<Vec<f32>> {
+    check_size(mask.width(), mask.height())?;
+    let g = Geometry::new(mask.width(), mask.height(), size);
+    let resized = image::imageops::resize(mask, g.resized.0, g.resized.1, FilterType::Nearest);
+    let (x0, y0) = g.crop;
+    let mut out = Vec::with_capacity((size * size) as usize);
+    for y in 0..size {
+        for x in 0..size {
+            out.push(if resized.get_pixel(x0 + x, y0 + y)[0] >= 128 {
+                1.0
+            } else {
+                0.0
+            });
+        }
+    }
+    Ok(out)
+}

@@ -3,6 +3,7 @@
 
 pub mod dataset;
 pub mod evaluate;
+pub mod fit;
 pub mod loss;
 pub mod synth;
 pub mod trainer;
