@@ -160,64 +160,22 @@ fn check_files(samples: &[Sample]) -> Vec<String> {
         .collect()
 }
 
-fn mvtec(root: &Path, problems: &mut Vec<String>) -> Result<Vec<Sample>> {
+/// MVTec AD and MVTec LOCO share a shape: `<cat>/{train dirs}` of normal images and
+/// `<cat>/test/<kind>/` with `good` normal; they differ in where masks live.
+fn mvtec_like(
+    root: &Path,
+    train_dirs: &[&str],
+    masks_for: impl Fn(&Path, &str, &Path) -> Result<Vec<PathBuf>>,
+    problems: &mut Vec<String>,
+) -> Result<Vec<Sample>> {
     let mut out = Vec::new();
     for cat_dir in subdirs(root)? {
         let cat = name(&cat_dir);
         if !cat_dir.join("test").is_dir() {
             continue;
         }
-        for p in images_in(&cat_dir.join("train/good"))? {
-            out.push(Sample {
-                path: p,
-                category: cat.clone(),
-                split: Split::Train,
-                label: false,
-                masks: vec![],
-            });
-        }
-        for defect_dir in subdirs(&cat_dir.join("test"))? {
-            let defect = name(&defect_dir);
-            for p in images_in(&defect_dir)? {
-                let label = defect != "good";
-                let masks = if label {
-                    let m = cat_dir
-                        .join("ground_truth")
-                        .join(&defect)
-                        .join(format!("{}_mask.png", stem(&p)));
-                    if !m.is_file() {
-                        problems.push(format!(
-                            "{}: anomalous image has no mask {}",
-                            p.display(),
-                            m.display()
-                        ));
-                    }
-                    vec![m]
-                } else {
-                    vec![]
-                };
-                out.push(Sample {
-                    path: p,
-                    category: cat.clone(),
-                    split: Split::Test,
-                    label,
-                    masks,
-                });
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn loco(root: &Path, problems: &mut Vec<String>) -> Result<Vec<Sample>> {
-    let mut out = Vec::new();
-    for cat_dir in subdirs(root)? {
-        let cat = name(&cat_dir);
-        if !cat_dir.join("test").is_dir() {
-            continue;
-        }
-        for split_dir in ["train/good", "validation/good"] {
-            for p in images_in(&cat_dir.join(split_dir))? {
+        for dir in train_dirs {
+            for p in images_in(&cat_dir.join(dir))? {
                 out.push(Sample {
                     path: p,
                     category: cat.clone(),
@@ -231,18 +189,19 @@ fn loco(root: &Path, problems: &mut Vec<String>) -> Result<Vec<Sample>> {
             let kind = name(&kind_dir);
             for p in images_in(&kind_dir)? {
                 let label = kind != "good";
-                let mut masks = Vec::new();
-                if label {
-                    // ground_truth/<kind>/<stem>/000.png, 001.png, …: their union.
-                    let dir = cat_dir.join("ground_truth").join(&kind).join(stem(&p));
-                    masks = images_in(&dir)?;
-                    if masks.is_empty() {
-                        problems.push(format!(
-                            "{}: anomalous image has no masks in {}",
-                            p.display(),
-                            dir.display()
-                        ));
-                    }
+                let masks = if label {
+                    masks_for(&cat_dir, &kind, &p)?
+                } else {
+                    vec![]
+                };
+                if label && masks.iter().all(|m| !m.is_file()) {
+                    let want = masks
+                        .first()
+                        .map_or_else(|| "its masks".into(), |m| m.display().to_string());
+                    problems.push(format!(
+                        "{}: anomalous image has no mask ({want})",
+                        p.display()
+                    ));
                 }
                 out.push(Sample {
                     path: p,
@@ -255,6 +214,26 @@ fn loco(root: &Path, problems: &mut Vec<String>) -> Result<Vec<Sample>> {
         }
     }
     Ok(out)
+}
+
+fn mvtec(root: &Path, problems: &mut Vec<String>) -> Result<Vec<Sample>> {
+    // ground_truth/<defect>/<stem>_mask.png
+    let masks = |cat: &Path, kind: &str, img: &Path| {
+        Ok(vec![
+            cat.join("ground_truth")
+                .join(kind)
+                .join(format!("{}_mask.png", stem(img))),
+        ])
+    };
+    mvtec_like(root, &["train/good"], masks, problems)
+}
+
+fn loco(root: &Path, problems: &mut Vec<String>) -> Result<Vec<Sample>> {
+    // ground_truth/<kind>/<stem>/000.png, 001.png, …: their union.
+    let masks = |cat: &Path, kind: &str, img: &Path| {
+        images_in(&cat.join("ground_truth").join(kind).join(stem(img)))
+    };
+    mvtec_like(root, &["train/good", "validation/good"], masks, problems)
 }
 
 fn visa(root: &Path, problems: &mut Vec<String>) -> Result<Vec<Sample>> {
