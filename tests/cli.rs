@@ -316,18 +316,14 @@ fn detect_inspects_a_folder_and_records_what_it_skips() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-#[test]
-fn synth_then_eval_writes_metrics_and_scores() {
-    let dir = std::env::temp_dir().join(format!("kanoclip-eval-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let data = dir.join("data");
-    let out = dir.join("out");
+/// `kanoclip synth` into `data`: 4 categories × (2 good + 5 defect) test images.
+fn synth(data: &std::path::Path, size: &str) {
     let run = kanoclip(&[
         "synth",
         "--out",
         data.to_str().unwrap(),
         "--size",
-        "40",
+        size,
         "--train-good",
         "1",
         "--test-good",
@@ -340,6 +336,15 @@ fn synth_then_eval_writes_metrics_and_scores() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
+}
+
+#[test]
+fn synth_then_eval_writes_metrics_and_scores() {
+    let dir = std::env::temp_dir().join(format!("kanoclip-eval-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.join("data");
+    let out = dir.join("out");
+    synth(&data, "40");
     let cfg = fixture("tiny_quickgelu_config.json").display().to_string();
     let weights = fixture("tiny_quickgelu.safetensors").display().to_string();
     let head = fixture("tiny_quickgelu_head.safetensors")
@@ -410,20 +415,7 @@ fn train_writes_a_head_that_eval_and_detect_can_use() {
     let dir = std::env::temp_dir().join(format!("kanoclip-train-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let data = dir.join("data");
-    let run = kanoclip(&[
-        "synth",
-        "--out",
-        data.to_str().unwrap(),
-        "--size",
-        "32",
-        "--train-good",
-        "1",
-        "--test-good",
-        "2",
-        "--per-defect",
-        "1",
-    ]);
-    assert!(run.status.success());
+    synth(&data, "32");
     let cfg = fixture("tiny_quickgelu_config.json").display().to_string();
     let weights = fixture("tiny_quickgelu.safetensors").display().to_string();
     let kb = fixture("knowledge_small.json").display().to_string();

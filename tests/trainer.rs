@@ -14,14 +14,13 @@ use kanoclip::head::knowledge::KnowledgeBase;
 use kanoclip::train::synth::{Defect, Texture, add_defect, texture};
 use kanoclip::train::trainer::{TrainConfig, Trainer};
 
-fn trainer(device: &Device) -> Trainer {
+fn new_trainer(device: &Device) -> kanoclip::Result<Trainer> {
     let clip = Clip::from_files(
         fixture("tiny_quickgelu_config.json"),
         fixture("tiny_quickgelu.safetensors"),
         device,
-    )
-    .unwrap();
-    let kb = KnowledgeBase::from_file(fixture("knowledge_small.json")).unwrap();
+    )?;
+    let kb = KnowledgeBase::from_file(fixture("knowledge_small.json"))?;
     let mut det = DetectorConfig::for_clip(&clip.config);
     det.input_size = 32;
     let head = HeadConfig {
@@ -31,12 +30,15 @@ fn trainer(device: &Device) -> Trainer {
     Trainer::new(
         clip,
         &kb,
-        &Tokenizer::new().unwrap(),
+        &Tokenizer::new()?,
         head,
         det,
         TrainConfig::default(),
     )
-    .unwrap()
+}
+
+fn trainer(device: &Device) -> Trainer {
+    new_trainer(device).unwrap()
 }
 
 /// Two normal and two defective 32×32 images with their masks.
@@ -131,28 +133,6 @@ fn the_same_seed_gives_the_same_steps_on_cpu() {
 
 #[test]
 fn a_device_without_autodiff_is_refused() {
-    let device = Device::flex();
-    let clip = Clip::from_files(
-        fixture("tiny_quickgelu_config.json"),
-        fixture("tiny_quickgelu.safetensors"),
-        &device,
-    )
-    .unwrap();
-    let kb = KnowledgeBase::from_file(fixture("knowledge_small.json")).unwrap();
-    let det = DetectorConfig::for_clip(&clip.config);
-    let head = HeadConfig {
-        levels: det.taps.len(),
-        ..HeadConfig::default()
-    };
-    assert!(
-        Trainer::new(
-            clip,
-            &kb,
-            &Tokenizer::new().unwrap(),
-            head,
-            det,
-            TrainConfig::default()
-        )
-        .is_err()
-    );
+    let e = new_trainer(&Device::flex()).err().expect("must fail");
+    assert!(e.to_string().contains("autodiff"), "{e}");
 }
