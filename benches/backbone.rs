@@ -178,7 +178,49 @@ fn main() {
         );
         detect_timings(&cfg, &bytes, &image, &tokenizer, &dev, kind);
     }
+    if std::env::var_os("KANOCLIP_BENCH_TRAIN").is_some() {
+        train_step_timing(&cfg, &bytes, &image, &tokenizer);
+    }
     println!("peak RSS {:.0} MiB", peak_rss_mib());
+}
+
+/// One training step (forward, backward, Adam) on a batch of 8 at 224, flex + autodiff.
+fn train_step_timing(
+    cfg: &ClipConfig,
+    bytes: &[u8],
+    image: &image::DynamicImage,
+    tokenizer: &Tokenizer,
+) {
+    use burn::prelude::*;
+    use kanoclip::detect::DetectorConfig;
+    use kanoclip::head::HeadConfig;
+    use kanoclip::head::knowledge::KnowledgeBase;
+    use kanoclip::train::trainer::{TrainConfig, Trainer};
+    let dev = pollster::block_on(device(BackendKind::Cpu))
+        .unwrap()
+        .autodiff();
+    let clip = Clip::from_safetensors(cfg, bytes, &dev).unwrap();
+    let kb = KnowledgeBase::from_file("weights/knowledge/industrial.json").unwrap();
+    let det = DetectorConfig::for_clip(cfg);
+    let head = HeadConfig {
+        levels: det.taps.len(),
+        ..HeadConfig::default()
+    };
+    let mut t = Trainer::new(clip, &kb, tokenizer, head, det, TrainConfig::default()).unwrap();
+    let images = vec![image.clone(); 8];
+    let x = image_batch(&images, 224, &dev).unwrap();
+    let m = Tensor::<3>::zeros([8, 224, 224], &dev);
+    let labels = [false, true, false, true, false, true, false, true];
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        t.step(x.clone(), m.clone(), &labels).unwrap();
+        times.push(ms(t0.elapsed()));
+    }
+    println!(
+        "cpu    train step, batch 8 at 224 (no feature cache): first {:.0} ms, then {:.0} ms, {:.0} ms",
+        times[0], times[1], times[2]
+    );
 }
 
 /// `kanoclip detect`'s per-image work with a fresh (untrained) head: stage split, warm.
