@@ -63,27 +63,32 @@ pub fn gaussian_blur(map: &[f32], width: usize, height: usize, sigma: f64) -> Ve
         return map.to_vec();
     }
     let k = kernel(sigma);
+    // Columns first, then rows: the same 1-D pass with the strides swapped.
+    let tmp = blur_1d(map, &k, (width, 1), (height, width));
+    blur_1d(&tmp, &k, (height, width), (width, 1))
+}
+
+/// Convolve every line of a 2-D map with `k` along one axis, reflecting at its ends.
+/// `(lines, line_stride)` walks the lines, `(len, step)` walks along each line.
+fn blur_1d(
+    src: &[f32],
+    k: &[f32],
+    (lines, line_stride): (usize, usize),
+    (len, step): (usize, usize),
+) -> Vec<f32> {
     let r = (k.len() / 2) as i64;
-    let mut tmp = vec![0.0f32; map.len()];
-    for y in 0..height {
-        for x in 0..width {
-            let mut acc = 0.0f32;
-            for (i, w) in k.iter().enumerate() {
-                let yy = reflect(y as i64 + i as i64 - r, height as i64);
-                acc += w * map[yy * width + x];
-            }
-            tmp[y * width + x] = acc;
-        }
-    }
-    let mut out = vec![0.0f32; map.len()];
-    for y in 0..height {
-        for x in 0..width {
-            let mut acc = 0.0f32;
-            for (i, w) in k.iter().enumerate() {
-                let xx = reflect(x as i64 + i as i64 - r, width as i64);
-                acc += w * tmp[y * width + xx];
-            }
-            out[y * width + x] = acc;
+    let mut out = vec![0.0f32; src.len()];
+    for line in 0..lines {
+        for i in 0..len {
+            let acc: f32 = k
+                .iter()
+                .enumerate()
+                .map(|(j, w)| {
+                    w * src
+                        [line * line_stride + reflect(i as i64 + j as i64 - r, len as i64) * step]
+                })
+                .sum();
+            out[line * line_stride + i * step] = acc;
         }
     }
     out

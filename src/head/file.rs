@@ -38,10 +38,6 @@ pub struct HeadMeta {
     pub backbone: BackboneId,
 }
 
-fn flat(t: Tensor<1>) -> Result<Vec<f32>> {
-    to_vec(t)
-}
-
 /// `(name, shape, values)` for every parameter, in file order.
 /// A named parameter: file name, shape, row-major values.
 type Entry = (String, Vec<usize>, Vec<f32>);
@@ -55,13 +51,13 @@ fn entries(head: &Head) -> Result<Vec<Entry>> {
         ("prompts.normal_ctx", &p.normal_ctx),
         ("prompts.abnormal_ctx", &p.abnormal_ctx),
     ] {
-        push(name.into(), t.dims().to_vec(), flat(t.val().flatten(0, 1))?);
+        push(name.into(), t.dims().to_vec(), to_vec(t.val())?);
     }
     for (i, t) in p.deep.iter().enumerate() {
         push(
             format!("prompts.deep.{i}"),
             t.dims().to_vec(),
-            flat(t.val().flatten(0, 1))?,
+            to_vec(t.val())?,
         );
     }
     let ln = |push: &mut dyn FnMut(String, Vec<usize>, Vec<f32>),
@@ -71,10 +67,10 @@ fn entries(head: &Head) -> Result<Vec<Entry>> {
         push(
             format!("{name}.weight"),
             ln.gamma.dims().to_vec(),
-            flat(ln.gamma.val())?,
+            to_vec(ln.gamma.val())?,
         );
         if let Some(b) = &ln.beta {
-            push(format!("{name}.bias"), b.dims().to_vec(), flat(b.val())?);
+            push(format!("{name}.bias"), b.dims().to_vec(), to_vec(b.val())?);
         }
         Ok(())
     };
@@ -83,13 +79,9 @@ fn entries(head: &Head) -> Result<Vec<Entry>> {
                l: &Linear|
      -> Result<()> {
         let w = l.weight.val().transpose();
-        push(
-            format!("{name}.weight"),
-            w.dims().to_vec(),
-            flat(w.flatten(0, 1))?,
-        );
+        push(format!("{name}.weight"), w.dims().to_vec(), to_vec(w)?);
         if let Some(b) = &l.bias {
-            push(format!("{name}.bias"), b.dims().to_vec(), flat(b.val())?);
+            push(format!("{name}.bias"), b.dims().to_vec(), to_vec(b.val())?);
         }
         Ok(())
     };
@@ -100,10 +92,10 @@ fn entries(head: &Head) -> Result<Vec<Entry>> {
         push(
             format!("{name}.weight"),
             c.weight.dims().to_vec(),
-            flat(c.weight.val().flatten(0, 3))?,
+            to_vec(c.weight.val())?,
         );
         if let Some(b) = &c.bias {
-            push(format!("{name}.bias"), b.dims().to_vec(), flat(b.val())?);
+            push(format!("{name}.bias"), b.dims().to_vec(), to_vec(b.val())?);
         }
         Ok(())
     };
