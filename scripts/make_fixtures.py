@@ -289,6 +289,8 @@ def main():
     write_head_cases(OUT, model, cfg, vision_forward, images, [f"images/tiny_quickgelu_{i}.png" for i in range(2)], 32)
     from metrics_reference import write_metrics_cases
     write_metrics_cases(OUT)
+    from metrics_reference import write_aupro_cases
+    write_aupro_cases(OUT)
 
 
 def write_preprocess_case():

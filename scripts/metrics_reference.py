@@ -63,3 +63,67 @@ def write_metrics_cases(out_dir):
     with open(os.path.join(out_dir, "metrics_cases.json"), "w") as f:
         json.dump({"generator": "scripts/metrics_reference.py (scikit-learn)", "cases": cases,
                    "pixel": {"maps": pixel, "auroc": expected["auroc"], "ap": expected["ap"]}}, f)
+
+
+def write_aupro_cases(out_dir):
+    """anomalib's AUPRO (8-connected regions, FPR limit, normalised area) on maps with
+    several regions per image, regions touching only diagonally, ties, and degenerate
+    categories; plus one set quantised to the streaming histogram's bin centres."""
+    import torch
+    # The torchmetrics class under anomalib's batch-field wrapper `AUPRO`.
+    from anomalib.metrics.aupro import _AUPRO as AUPRO
+
+    rng = np.random.default_rng(23)
+
+    def blobs(h, w, k):
+        mask = np.zeros((h, w), bool)
+        yy, xx = np.mgrid[0:h, 0:w]
+        for _ in range(k):
+            cy, cx = rng.integers(0, h), rng.integers(0, w)
+            ry, rx = rng.integers(1, 7, 2)
+            mask |= ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        return mask
+
+    def anomalib_aupro(maps, masks, limit):
+        metric = AUPRO(fpr_limit=limit)
+        metric.update(torch.tensor(np.stack(maps)), torch.tensor(np.stack(masks)).int())
+        return float(metric.compute())
+
+    cases = []
+    h, w = 40, 48
+    for name, n_img, k, ties, limit in [("random", 4, 3, None, 0.3), ("ties", 3, 2, 8, 0.3),
+                                        ("many_regions", 2, 12, None, 0.3), ("limit_0.05", 3, 3, None, 0.05),
+                                        ("limit_1", 2, 2, None, 1.0), ("quantised", 4, 4, "bins", 0.3)]:
+        masks = [blobs(h, w, k) for _ in range(n_img)]
+        if name == "random":
+            masks.append(np.zeros((h, w), bool))  # a normal image in the category
+            # Two regions that touch only at a corner: one region under 8-connectivity.
+            d = np.zeros((h, w), bool)
+            d[5:9, 5:9] = True
+            d[9:12, 9:12] = True
+            masks.append(d)
+        maps = [np.clip(rng.normal(0.35, 0.15, (h, w)) + 0.3 * m * rng.random(), 0, 1) for m in masks]
+        if ties == "bins":
+            maps = [(np.minimum((m * BINS).astype(np.int64), BINS - 1) + 0.5) / BINS for m in maps]
+        elif ties:
+            maps = [np.round(m * ties) / ties for m in maps]
+        maps = [m.astype(np.float32) for m in maps]
+        masks = [m.astype(bool) for m in masks]
+        cases.append({"name": name, "width": w, "limit": limit,
+                      "maps": [m.flatten().tolist() for m in maps], "masks": [m.flatten().astype(int).tolist() for m in masks],
+                      "aupro": anomalib_aupro(maps, masks, limit)})
+    # An all-normal category: anomalib returns 0, kanoclip reports it as undefined.
+    maps = [rng.random((h, w)).astype(np.float32) for _ in range(2)]
+    masks = [np.zeros((h, w), bool) for _ in range(2)]
+    cases.append({"name": "no_regions", "width": w, "limit": 0.3, "maps": [m.flatten().tolist() for m in maps],
+                  "masks": [m.flatten().astype(int).tolist() for m in masks],
+                  "aupro": None, "anomalib_returns": anomalib_aupro(maps, masks, 0.3)})
+    import anomalib
+    with open(os.path.join(out_dir, "aupro_cases.json"), "w") as f:
+        json.dump({"generator": f"scripts/metrics_reference.py (anomalib {anomalib.__version__} AUPRO)",
+                   "cases": cases}, f)
+
+
+if __name__ == "__main__":
+    import sys
+    write_aupro_cases(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures")
