@@ -8,6 +8,15 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 pub fn write(path: &Path, data: &[u8]) -> Result<()> {
+    write_with(path, |f| f.write_all(data))
+}
+
+/// [`write`] with the writing done by `fill` (a failing `fill` stands for a full disk in
+/// the tests).
+pub fn write_with(
+    path: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -22,7 +31,7 @@ pub fn write(path: &Path, data: &[u8]) -> Result<()> {
     ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
+        fill(&mut f)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();

@@ -13,6 +13,9 @@ pub enum BackendKind {
     Cpu,
     /// wgpu: Vulkan, Metal or DX12 natively, WebGPU in browsers.
     Wgpu,
+    /// CUDA (feature `cuda`).
+    #[cfg(feature = "cuda")]
+    Cuda,
 }
 
 impl std::fmt::Display for BackendKind {
@@ -20,6 +23,8 @@ impl std::fmt::Display for BackendKind {
         f.write_str(match self {
             BackendKind::Cpu => "cpu",
             BackendKind::Wgpu => "wgpu",
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => "cuda",
         })
     }
 }
@@ -32,7 +37,9 @@ pub async fn device(kind: BackendKind) -> Result<Device> {
         #[cfg(feature = "flex")]
         BackendKind::Cpu => Ok(Device::flex()),
         #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => wgpu_device().await,
+        BackendKind::Wgpu => wgpu_device(None).await,
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => Ok(Device::cuda(0)),
         #[allow(unreachable_patterns)]
         other => Err(Error::Backend(format!(
             "this build has no `{other}` backend (enable its cargo feature)"
@@ -40,21 +47,49 @@ pub async fn device(kind: BackendKind) -> Result<Device> {
     }
 }
 
-/// The wgpu runtime can be started once per process: keep the device and hand out clones.
+/// `count` devices of one kind, for data-parallel training: the first `count` discrete
+/// GPUs for wgpu, CUDA devices `0..count`. On the CPU every "device" is the one flex
+/// device, which runs the same sharded step (how the tests check it).
+pub async fn devices(kind: BackendKind, count: usize) -> Result<Vec<Device>> {
+    if count == 0 {
+        return Err(Error::Invalid("at least one device is needed".into()));
+    }
+    if count == 1 {
+        return Ok(vec![device(kind).await?]);
+    }
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        out.push(match kind {
+            #[cfg(feature = "wgpu")]
+            BackendKind::Wgpu => wgpu_device(Some(i)).await?,
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => Device::cuda(i),
+            _ => device(kind).await?,
+        });
+    }
+    Ok(out)
+}
+
+/// The wgpu runtime can be started once per adapter and process: keep the devices and
+/// hand out clones. `None` is the default adapter, `Some(i)` the i-th discrete GPU.
 // The guard is held across the start-up on purpose: it serialises the one start the
 // runtime allows. Callers are single futures (pollster natively, the browser's event loop).
 #[cfg(feature = "wgpu")]
 #[allow(clippy::await_holding_lock)]
-async fn wgpu_device() -> Result<Device> {
-    static WGPU: std::sync::Mutex<Option<Device>> = std::sync::Mutex::new(None);
-    let mut slot = WGPU.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(device) = slot.as_ref() {
+async fn wgpu_device(discrete: Option<usize>) -> Result<Device> {
+    static WGPU: std::sync::Mutex<Vec<(Option<usize>, Device)>> = std::sync::Mutex::new(Vec::new());
+    let mut started = WGPU.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, device)) = started.iter().find(|(k, _)| *k == discrete) {
         return Ok(device.clone());
     }
-    let device = Device::wgpu_options()
+    let mut options = Device::wgpu_options();
+    if let Some(i) = discrete {
+        options = options.device_kind(burn::tensor::DeviceKind::DiscreteGpu(i));
+    }
+    let device = options
         .init_async()
         .await
         .map_err(|e| Error::Backend(format!("no usable wgpu adapter: {e:?}")))?;
-    *slot = Some(device.clone());
+    started.push((discrete, device.clone()));
     Ok(device)
 }

@@ -1,17 +1,18 @@
 //! `kanoclip train`: learn the head on an auxiliary data set.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use kanoclip::clip::{Clip, Tokenizer};
 use kanoclip::detect::DetectorConfig;
-use kanoclip::device::{BackendKind, device};
+use kanoclip::device::{BackendKind, devices};
 use kanoclip::head::HeadConfig;
 use kanoclip::head::knowledge::KnowledgeBase;
 use kanoclip::train::dataset::{Dataset, Format};
-use kanoclip::train::fit::{FitOptions, fit, log_path};
+use kanoclip::train::fit::{FitEnd, FitOptions, checkpoint_path, fit, log_path};
 use kanoclip::train::trainer::{TrainConfig, Trainer};
 use kanoclip::{Error, Result};
 
@@ -41,7 +42,30 @@ pub struct TrainArgs {
     input_size: Option<usize>,
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
     backend: BackendKind,
+    /// Train data-parallel on this many devices of the backend (GPUs 0..N).
+    #[arg(long, default_value_t = 1)]
+    devices: usize,
+    /// Continue from HEAD.ckpt, written after every epoch and on Ctrl-C.
+    #[arg(long)]
+    resume: bool,
+    /// Folder of the frozen-feature cache [default: $XDG_CACHE_HOME/kanoclip/features].
+    #[arg(long, conflicts_with = "no_cache")]
+    cache: Option<PathBuf>,
+    /// Compute the frozen features every time instead of caching them on disk.
+    #[arg(long)]
+    no_cache: bool,
 }
+
+fn default_cache() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("kanoclip/features")
+}
+
+/// Set by Ctrl-C: training stops after the current step with a checkpoint.
+static STOP: AtomicBool = AtomicBool::new(false);
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let data = Dataset::load(&args.data, args.format)?;
@@ -50,7 +74,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     let tokenizer = Tokenizer::new()?;
-    let dev = pollster::block_on(device(args.backend))?.autodiff();
+    let mut devs = pollster::block_on(devices(args.backend, args.devices))?
+        .into_iter()
+        .map(|d| d.autodiff());
+    let dev = devs
+        .next()
+        .ok_or_else(|| Error::Invalid("no device".into()))?;
+    let others: Vec<_> = devs.collect();
     let clip = Clip::from_files(&args.clip_config, &args.weights, &dev)?;
     let mut det = DetectorConfig::for_clip(&clip.config);
     if let Some(s) = args.input_size {
@@ -64,7 +94,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
         seed: args.seed,
         ..TrainConfig::default()
     };
-    let mut trainer = Trainer::new(clip, &kb, &tokenizer, head, det, cfg)?;
+    let mut trainer = Trainer::new(clip, &kb, &tokenizer, head, det, cfg)?.with_devices(&others)?;
+    // A second Ctrl-C while the checkpoint is written ends the process at once.
+    ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nkanoclip: stopping after this step (Ctrl-C again to quit at once)");
+    })
+    .map_err(|e| Error::Invalid(format!("cannot handle Ctrl-C: {e}")))?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(
@@ -77,8 +115,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
         epochs,
         batch: args.batch,
         out: args.out.clone(),
+        cache: (!args.no_cache).then(|| args.cache.clone().unwrap_or_else(default_cache)),
+        resume: args.resume,
+        stop: Some(&STOP),
     };
-    fit(&mut trainer, &data, &opts, |epoch, step, steps, l| {
+    let end = fit(&mut trainer, &data, &opts, |epoch, step, steps, l| {
         bar.set_length((steps * epochs) as u64);
         bar.set_position((epoch * steps + step + 1) as u64);
         bar.set_prefix(format!("{}/{epochs}", epoch + 1));
@@ -88,10 +129,20 @@ pub fn run(args: TrainArgs) -> Result<()> {
         ));
     })?;
     bar.finish_and_clear();
+    if let FitEnd::Stopped { epoch, step } = end {
+        eprintln!(
+            "kanoclip: interrupted; checkpoint {} continues at epoch {}, step {} (run again with --resume)",
+            checkpoint_path(&args.out).display(),
+            epoch + 1,
+            step + 1
+        );
+        std::process::exit(130);
+    }
     eprintln!(
-        "kanoclip: head written to {} (log {})",
+        "kanoclip: head written to {} (log {}, checkpoint {})",
         args.out.display(),
-        log_path(&args.out).display()
+        log_path(&args.out).display(),
+        checkpoint_path(&args.out).display()
     );
     Ok(())
 }

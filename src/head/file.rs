@@ -125,7 +125,11 @@ fn entries(head: &Head) -> Result<Vec<Entry>> {
 /// Write the head atomically: a temporary file in the same folder, synced, then renamed, so
 /// that a failure never leaves a half-written head under `path`.
 pub fn save_head(path: impl AsRef<Path>, head: &Head, meta: &HeadMeta) -> Result<()> {
-    let path = path.as_ref();
+    crate::atomic::write(path.as_ref(), &head_bytes(head, meta)?)
+}
+
+/// The head file's bytes.
+pub fn head_bytes(head: &Head, meta: &HeadMeta) -> Result<Vec<u8>> {
     let entries = entries(head)?;
     let bytes: Vec<Vec<u8>> = entries
         .iter()
@@ -147,9 +151,7 @@ pub fn save_head(path: impl AsRef<Path>, head: &Head, meta: &HeadMeta) -> Result
         ("backbone".to_string(), to_json(&meta.backbone)?),
     ]
     .into();
-    let data =
-        safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Head(e.to_string()))?;
-    crate::atomic::write(path, &data)
+    safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Head(e.to_string()))
 }
 
 fn to_json(v: &impl Serialize) -> Result<String> {

@@ -1,6 +1,9 @@
-//! Training and evaluation data (native only): data-set layouts and the synthetic-defect
-//! generator. The trainer and `kanoclip train` are still to come.
+//! Native training and evaluation (feature `train`): data-set layouts, the losses, the
+//! trainer with its checkpoints and feature cache, evaluation, and the synthetic-defect
+//! generator.
 
+pub mod cache;
+pub mod checkpoint;
 pub mod dataset;
 pub mod evaluate;
 pub mod fit;

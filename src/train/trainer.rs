@@ -3,21 +3,27 @@
 //! so neither gradients nor optimiser state exist for CLIP. Only the prompts, Bi-CMCI and
 //! the adapter train; gradients reach the prompts through the frozen text tower.
 //!
-//! This is the core the trainer builds on; epochs, checkpoints and resume are still to
-//! come.
+//! Data parallelism uses Burn's own multi-device support: the head is forked onto every
+//! device (same parameter ids), each device takes a shard of the batch with its loss
+//! weighted by the shard's share, and `ModuleOptimizer::step_multi` sums the gradients, so
+//! a step over n devices is the step over the whole batch.
+
+use std::collections::HashMap;
 
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, MultiGradientsParams};
 use burn::prelude::*;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
+use super::checkpoint::{Checkpoint, Progress, param_ids, with_param_ids};
 use super::loss;
 use crate::clip::embed::to_vec;
+use crate::clip::text::TextTower;
 use crate::clip::{Clip, Tokenizer, VisionOutput, VvOptions};
 use crate::detect::DetectorConfig;
 use crate::error::{Error, Result};
-use crate::head::file::HeadMeta;
+use crate::head::file::{HeadMeta, head_bytes, load_head};
 use crate::head::knowledge::KnowledgeBase;
 use crate::head::prompts::{PromptTokens, l2_normalize};
 use crate::head::{BackboneId, Head, HeadConfig, score};
@@ -58,6 +64,26 @@ pub struct LossParts {
     pub local: f32,
 }
 
+/// One batch, ready for a step: the frozen backbone's features (detached), the masks at
+/// the input size, the labels, and per image the row of its specific knowledge text.
+pub struct Batch {
+    pub vision: VisionOutput,
+    pub masks: Tensor<3>,
+    pub labels: Vec<bool>,
+    pub specific: Vec<Option<usize>>,
+}
+
+/// What each device needs besides the head: the frozen text tower (gradients reach the
+/// prompts through it) and the fixed knowledge targets.
+struct Replica {
+    device: Device,
+    text: TextTower,
+    /// `[K_n; K_a]`, detached.
+    general: Tensor<2>,
+    /// `k_i`, one row per specific text, detached.
+    specific: Option<Tensor<2>>,
+}
+
 pub struct Trainer {
     pub clip: Clip,
     head: Option<Head>,
@@ -66,9 +92,11 @@ pub struct Trainer {
     pub head_cfg: HeadConfig,
     pub detector: DetectorConfig,
     tokens: PromptTokens,
-    /// `[K_n; K_a]`, detached.
-    general: Tensor<2>,
     pos: Tensor<2>,
+    /// The first replica is on the main device (where CLIP and the head live).
+    replicas: Vec<Replica>,
+    /// Specific-knowledge row of each training image, by path relative to the data root.
+    specific_rows: HashMap<String, usize>,
 }
 
 fn detach(v: VisionOutput) -> VisionOutput {
@@ -115,14 +143,43 @@ impl Trainer {
             targets.push(l2_normalize(f).detach());
         }
         let general = Tensor::cat(targets, 0);
-        device.seed(cfg.seed);
-        let head = Head::init(
-            &head_cfg,
-            c.embed_dim,
-            c.text.tower.width,
-            c.text.tower.layers,
-            &device,
-        );
+        // k_i: each specific text encoded once, normalised (spec §3).
+        let mut specific_rows = HashMap::new();
+        let mut rows = Vec::new();
+        for (i, (path, text)) in knowledge.specific.iter().enumerate() {
+            specific_rows.insert(path.clone(), i);
+            rows.push(tokenizer.tokenize(text, c.text.context_length)?);
+        }
+        let mut specific = Vec::new();
+        for chunk in rows.chunks(64) {
+            specific.push(l2_normalize(clip.encode_text(chunk)?).detach());
+        }
+        let specific = (!specific.is_empty()).then(|| Tensor::cat(specific, 0));
+        // The device's random generator is global: hold a lock from seeding to the last
+        // draw, so that trainers built on other threads cannot interleave their draws.
+        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let head = {
+            let _guard = INIT.lock().unwrap_or_else(|p| p.into_inner());
+            device.seed(cfg.seed);
+            let head = Head::init(
+                &head_cfg,
+                c.embed_dim,
+                c.text.tower.width,
+                c.text.tower.layers,
+                &device,
+            );
+            // Burn initialises parameters lazily, on first read: read them all (as the
+            // head file does) while the lock is held.
+            head_bytes(
+                &head,
+                &HeadMeta {
+                    head: head_cfg.clone(),
+                    detector: detector.clone(),
+                    backbone: BackboneId::of(&clip),
+                },
+            )?;
+            head
+        };
         let tokens = PromptTokens::new(tokenizer, head_cfg.n_ctx, c.text.context_length)?;
         clip.check_tokens(&tokens.rows)?;
         let pos = clip
@@ -133,17 +190,60 @@ impl Trainer {
             .with_beta_1(cfg.beta_1)
             .with_beta_2(cfg.beta_2)
             .init();
+        let text = clip.text.clone();
         Ok(Trainer {
-            clip,
             head: Some(head),
             optim,
             cfg,
             head_cfg,
             detector,
             tokens,
-            general,
             pos,
+            replicas: vec![Replica {
+                device: device.clone(),
+                text,
+                general,
+                specific,
+            }],
+            specific_rows,
+            clip,
         })
+    }
+
+    /// Train data-parallel over `devices` as well as the main one (all autodiff devices of
+    /// one backend kind).
+    pub fn with_devices(mut self, devices: &[Device]) -> Result<Self> {
+        for d in devices {
+            if !d.is_autodiff() {
+                return Err(Error::Invalid(
+                    "training needs autodiff devices (device.autodiff())".into(),
+                ));
+            }
+            let main = &self.replicas[0];
+            let replica = Replica {
+                device: d.clone(),
+                text: main.text.clone().fork(d),
+                general: main.general.clone().to_device(d),
+                specific: main.specific.clone().map(|t| t.to_device(d)),
+            };
+            self.replicas.push(replica);
+        }
+        Ok(self)
+    }
+
+    /// The row of a training image's specific knowledge (path relative to the data root,
+    /// `/`-separated), if the knowledge base has one.
+    pub fn specific_row(&self, relative_path: &str) -> Option<usize> {
+        self.specific_rows.get(relative_path).copied()
+    }
+
+    /// The frozen backbone's features of normalised images `[B, 3, S, S]`, detached.
+    pub fn features(&self, images: Tensor<4>) -> VisionOutput {
+        let vv = VvOptions {
+            vv_from: Some(self.detector.vv_from),
+            taps: self.detector.taps.clone(),
+        };
+        detach(self.clip.vision.forward(images, self.pos.clone(), &vv))
     }
 
     pub fn head(&self) -> &Head {
@@ -161,25 +261,22 @@ impl Trainer {
         }
     }
 
-    /// The total loss of a batch (images `[B, 3, S, S]` normalised, masks `[B, S, S]` in
-    /// {0, 1}), with its components. The total is still attached to the graph.
-    pub fn loss(
+    /// The total loss of a batch on replica `r` with the head `head` (on that replica's
+    /// device), each term weighted by `weight`, with its unweighted components. The total
+    /// is still attached to the graph.
+    fn replica_loss(
         &self,
-        images: Tensor<4>,
-        masks: Tensor<3>,
-        labels: &[bool],
+        r: usize,
+        head: &Head,
+        batch: Batch,
+        weight: f64,
     ) -> (Tensor<1>, [Tensor<1>; 3]) {
-        let head = self.head();
+        let replica = &self.replicas[r];
         let size = self.detector.input_size;
         let grid = size / self.clip.config.vision.patch_size;
-        let vv = VvOptions {
-            vv_from: Some(self.detector.vv_from),
-            taps: self.detector.taps.clone(),
-        };
-        let vision = detach(self.clip.vision.forward(images, self.pos.clone(), &vv));
-        let text = head.prompts.encode(&self.clip.text, &self.tokens);
-        let scores = score(&vision, &text, Some(head), self.detector.tau, grid);
-        let global = loss::cross_entropy(scores.global_logits, labels);
+        let text = head.prompts.encode(&replica.text, &self.tokens);
+        let scores = score(&batch.vision, &text, Some(head), self.detector.tau, grid);
+        let global = loss::cross_entropy(scores.global_logits, &batch.labels);
         let up: Vec<Tensor<4>> = scores
             .local
             .iter()
@@ -194,44 +291,176 @@ impl Trainer {
                 )
             })
             .collect();
-        let device = text.device();
-        let local = loss::local(&up, masks).unwrap_or_else(|| Tensor::zeros([1], &device));
-        let kd = loss::knowledge_distillation(text, self.general.clone(), None, 1.0);
-        let total = kd.clone().mul_scalar(self.cfg.alpha)
+        let device = replica.device.clone();
+        let local = loss::local(&up, batch.masks).unwrap_or_else(|| Tensor::zeros([1], &device));
+        // The images of the batch that have a specific text: their rows and labels.
+        let (rows, labels): (Vec<i64>, Vec<bool>) = batch
+            .specific
+            .iter()
+            .zip(&batch.labels)
+            .filter_map(|(s, &l)| s.map(|s| (s as i64, l)))
+            .unzip();
+        let specific = match (&replica.specific, rows.is_empty()) {
+            (Some(k), false) => {
+                let n = rows.len();
+                let idx = Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &device);
+                Some((k.clone().select(0, idx), labels.as_slice()))
+            }
+            _ => None,
+        };
+        let kd = loss::knowledge_distillation(text, replica.general.clone(), specific, 1.0);
+        let total = (kd.clone().mul_scalar(self.cfg.alpha)
             + global.clone().mul_scalar(self.cfg.beta)
-            + local.clone().mul_scalar(self.cfg.gamma);
+            + local.clone().mul_scalar(self.cfg.gamma))
+        .mul_scalar(weight);
         (total, [kd, global, local])
     }
 
-    /// One Adam step on a batch. A non-finite loss stops with an error and leaves the head
-    /// as it was.
-    pub fn step(
-        &mut self,
-        images: Tensor<4>,
-        masks: Tensor<3>,
-        labels: &[bool],
-    ) -> Result<LossParts> {
-        let (total, [kd, global, local]) = self.loss(images, masks, labels);
+    /// The total loss of a batch on the main device, with its components.
+    pub fn loss(&self, batch: Batch) -> (Tensor<1>, [Tensor<1>; 3]) {
+        self.replica_loss(0, self.head(), batch, 1.0)
+    }
+
+    /// One Adam step on a batch, split over the devices (see the module docs). A
+    /// non-finite loss stops with an error and leaves the head as it was.
+    pub fn step(&mut self, batch: Batch) -> Result<LossParts> {
         let value = |t: Tensor<1>| -> Result<f32> {
             Ok(to_vec(t.detach())?.first().copied().unwrap_or(f32::NAN))
         };
-        let parts = LossParts {
-            total: value(total.clone())?,
-            kd: value(kd)?,
-            global: value(global)?,
-            local: value(local)?,
-        };
-        if !parts.total.is_finite() {
-            return Err(Error::Invalid(format!(
-                "the loss is not finite ({parts:?}); stopping, the head is unchanged"
-            )));
-        }
+        let n = batch.labels.len();
+        let shards = split(batch, self.replicas.len());
         let head = self
             .head
             .take()
             .ok_or_else(|| Error::Invalid("trainer is in an inconsistent state".into()))?;
-        let grads = GradientsParams::from_grads(total.backward(), &head);
-        self.head = Some(self.optim.step(self.cfg.lr, head, grads));
+        let mut parts = LossParts {
+            total: 0.0,
+            kd: 0.0,
+            global: 0.0,
+            local: 0.0,
+        };
+        let mut grads = Vec::new();
+        let mut failed = None;
+        for (r, shard) in shards.into_iter().enumerate() {
+            let replica_head = if r == 0 {
+                head.clone()
+            } else {
+                head.clone().fork(&self.replicas[r].device)
+            };
+            let w = shard.labels.len() as f64 / n as f64;
+            let (total, [kd, global, local]) = self.replica_loss(r, &replica_head, shard, w);
+            let (t, k, g, l) = match (|| {
+                Ok::<_, Error>((
+                    value(total.clone())?,
+                    value(kd)?,
+                    value(global)?,
+                    value(local)?,
+                ))
+            })() {
+                Ok(v) => v,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            };
+            // KD does not depend on the shard: every shard computes the same value.
+            parts.total += t;
+            parts.kd = k;
+            parts.global += w as f32 * g;
+            parts.local += w as f32 * l;
+            grads.push((
+                GradientsParams::from_grads(total.backward(), &replica_head),
+                self.replicas[r].device.clone(),
+            ));
+        }
+        if let Some(e) = failed {
+            self.head = Some(head);
+            return Err(e);
+        }
+        if !parts.total.is_finite() {
+            self.head = Some(head);
+            return Err(Error::Invalid(format!(
+                "the loss is not finite ({parts:?}); stopping, the head is unchanged"
+            )));
+        }
+        self.head = Some(if grads.len() == 1 {
+            let (g, _) = grads.pop().expect("one shard");
+            self.optim.step(self.cfg.lr, head, g)
+        } else {
+            self.optim
+                .step_multi(self.cfg.lr, head, MultiGradientsParams { grads })
+        });
         Ok(parts)
     }
+
+    /// The checkpoint of the current state, to continue at `(epoch, step)`.
+    pub fn checkpoint(&self, progress: Progress) -> Result<Checkpoint> {
+        let optimizer = self
+            .optim
+            .into_bytes()
+            .map_err(|e| Error::Invalid(format!("optimiser state: {e:?}")))?;
+        Ok(Checkpoint {
+            progress,
+            head: head_bytes(self.head(), &self.meta())?,
+            optimizer: optimizer.to_vec(),
+            param_ids: param_ids(self.head()),
+        })
+    }
+
+    /// Continue from a checkpoint: its head and Adam state replace the current ones.
+    pub fn restore(&mut self, ckpt: &Checkpoint) -> Result<()> {
+        let c = &self.clip.config;
+        let device = self.replicas[0].device.clone();
+        let (head, meta) = load_head(
+            &ckpt.head,
+            &BackboneId::of(&self.clip),
+            c.text.context_length,
+            &device,
+        )?;
+        if meta != self.meta() {
+            return Err(Error::Invalid(
+                "the checkpoint was made with other head or detector settings".into(),
+            ));
+        }
+        let head = with_param_ids(head, ckpt.param_ids.clone())?;
+        let optim = AdamConfig::new()
+            .with_beta_1(self.cfg.beta_1)
+            .with_beta_2(self.cfg.beta_2)
+            .init();
+        self.optim = optim
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(ckpt.optimizer.clone()))
+            .map_err(|e| Error::Invalid(format!("optimiser state: {e:?}")))?;
+        self.head = Some(head);
+        Ok(())
+    }
+}
+
+/// Split a batch into at most `n` shards of near-equal size, in order.
+fn split(batch: Batch, n: usize) -> Vec<Batch> {
+    let b = batch.labels.len();
+    let n = n.clamp(1, b.max(1));
+    if n == 1 {
+        return vec![batch];
+    }
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 0..n {
+        let len = b / n + usize::from(i < b % n);
+        out.push(Batch {
+            vision: VisionOutput {
+                global: batch.vision.global.clone().narrow(0, start, len),
+                taps: batch
+                    .vision
+                    .taps
+                    .iter()
+                    .map(|t| t.clone().narrow(0, start, len))
+                    .collect(),
+            },
+            masks: batch.masks.clone().narrow(0, start, len),
+            labels: batch.labels[start..start + len].to_vec(),
+            specific: batch.specific[start..start + len].to_vec(),
+        });
+        start += len;
+    }
+    out
 }
