@@ -380,7 +380,17 @@ fn synth_then_eval_writes_metrics_and_scores() {
     let metrics: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["categories"].as_array().unwrap().len(), 4);
-    assert!(metrics["mean"]["aupro"].is_null());
+    // AUPRO is defined for every category (each has defects with masks), and the mean is
+    // the mean of the categories'.
+    let per: Vec<f64> = metrics["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["aupro"].as_f64().expect("aupro defined"))
+        .collect();
+    assert!(per.iter().all(|a| (0.0..=1.0).contains(a)));
+    let mean = metrics["mean"]["aupro"].as_f64().unwrap();
+    assert!((mean - per.iter().sum::<f64>() / 4.0).abs() < 1e-12);
     assert_eq!(
         std::fs::read_to_string(out.join("metrics.csv"))
             .unwrap()
@@ -440,6 +450,8 @@ fn train_writes_a_head_that_eval_and_detect_can_use() {
         "4",
         "--input-size",
         "32",
+        "--cache",
+        dir.join("cache").to_str().unwrap(),
     ]);
     assert!(
         run.status.success(),
@@ -500,4 +512,95 @@ fn train_writes_a_head_that_eval_and_detect_can_use() {
     );
     assert!(!head2.exists());
     std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn ctrl_c_writes_a_checkpoint_and_resume_finishes() {
+    let dir = std::env::temp_dir().join(format!("kanoclip-sigint-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.join("data");
+    synth(&data, "32");
+    let head = dir.join("head.safetensors");
+    let (cfg, weights, kb) = (
+        fixture("tiny_quickgelu_config.json"),
+        fixture("tiny_quickgelu.safetensors"),
+        fixture("knowledge_small.json"),
+    );
+    let args = |resume: bool| {
+        let mut a: Vec<String> = [
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--format",
+            "mvtec",
+            "--clip-config",
+            cfg.to_str().unwrap(),
+            "--weights",
+            weights.to_str().unwrap(),
+            "--knowledge",
+            kb.to_str().unwrap(),
+            "--out",
+            head.to_str().unwrap(),
+            "--epochs",
+            "20",
+            "--batch",
+            "2",
+            "--input-size",
+            "32",
+            "--no-cache",
+        ]
+        .map(String::from)
+        .to_vec();
+        if resume {
+            a.push("--resume".into());
+        }
+        a
+    };
+    let child = Command::new(env!("CARGO_BIN_EXE_kanoclip"))
+        .args(args(false))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once training is under way.
+    let log = dir.join("head.safetensors.log.jsonl");
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&log).map_or(0, |l| l.lines().count()) < 3 {
+        assert!(start.elapsed().as_secs() < 120, "training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("--resume"), "{stderr}");
+    assert!(dir.join("head.safetensors.ckpt").exists());
+    let done = std::fs::read_to_string(&log).unwrap().lines().count();
+    assert!(done < 280, "interrupted before the end ({done} steps)");
+    // Resume: the remaining steps, each logged once; 28 images in batches of 2, 20 epochs.
+    let run = Command::new(env!("CARGO_BIN_EXE_kanoclip"))
+        .args(args(true))
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 280);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(
+            (l["epoch"].as_u64(), l["step"].as_u64()),
+            (Some(i as u64 / 14), Some(i as u64 % 14))
+        );
+    }
+    assert!(head.exists());
 }
