@@ -3,6 +3,7 @@
 mod detect;
 mod embed;
 mod eval;
+mod knowledge;
 mod synth;
 mod train;
 
@@ -33,6 +34,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Train the head (prompts, Bi-CMCI, adapter) on an auxiliary data set.
     Train(train::TrainArgs),
+    /// Fill a knowledge base from an OpenAI-compatible chat endpoint.
+    Knowledge(knowledge::KnowledgeArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -57,6 +60,7 @@ pub fn main() -> ExitCode {
         Command::Synth(args) => synth::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Train(args) => train::run(args),
+        Command::Knowledge(args) => knowledge::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,6 +7,8 @@ pub mod checkpoint;
 pub mod dataset;
 pub mod evaluate;
 pub mod fit;
+pub mod knowledge;
+pub mod llm;
 pub mod loss;
 pub mod synth;
 pub mod trainer;

@@ -1,0 +1,219 @@
+//! A client for OpenAI-compatible chat-completion endpoints (llama.cpp, vLLM, Ollama, hosted
+//! APIs), for `kanoclip knowledge`: one request at a time, at most `rate` a second, with
+//! retries and back-off for what is worth retrying.
+//!
+//! - Retried: connection failures and time-outs, HTTP 408, 429 and 5xx (waiting what
+//!   `Retry-After` asks, up to a minute, or else `backoff · 2^attempt`), and answers that
+//!   are not the JSON an endpoint should send or that the caller cannot parse (a model may
+//!   answer better on a second try).
+//! - Not retried: other 4xx (a wrong model name or key does not improve); the error
+//!   carries the status and the start of the body.
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use web_time::Instant;
+
+use crate::error::{Error, Result};
+
+/// The longest wait between attempts.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+pub struct ChatOptions {
+    /// The endpoint's base URL (`…/v1`) or its full `/chat/completions` URL.
+    pub endpoint: String,
+    pub model: String,
+    pub api_key: Option<String>,
+    /// Seconds for a whole request, answer included.
+    pub timeout: f64,
+    /// Attempts after the first.
+    pub retries: u32,
+    /// Most requests a second.
+    pub rate: f64,
+    /// The first back-off wait; it doubles on each retry.
+    pub backoff: Duration,
+}
+
+pub struct ChatClient {
+    agent: ureq::Agent,
+    url: String,
+    opts: ChatOptions,
+    last: Cell<Option<Instant>>,
+}
+
+/// One user message: text, with an image (encoded file bytes and their MIME type) or not.
+pub struct Message<'a> {
+    pub text: &'a str,
+    pub image: Option<(&'a [u8], &'a str)>,
+}
+
+enum Failure {
+    Retry(String, Option<Duration>),
+    Fatal(String),
+}
+
+impl ChatClient {
+    pub fn new(opts: ChatOptions) -> Result<Self> {
+        if !(opts.rate > 0.0) || !(opts.timeout > 0.0) {
+            return Err(Error::Invalid("rate and timeout must be positive".into()));
+        }
+        let base = opts.endpoint.trim_end_matches('/');
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(Error::Invalid(format!(
+                "endpoint {base:?} is not an http(s) URL"
+            )));
+        }
+        let url = if base.ends_with("/chat/completions") {
+            base.to_string()
+        } else {
+            format!("{base}/chat/completions")
+        };
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs_f64(opts.timeout)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Ok(ChatClient {
+            agent,
+            url,
+            opts,
+            last: Cell::new(None),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn model(&self) -> &str {
+        &self.opts.model
+    }
+
+    fn wait_for_rate(&self) {
+        let gap = Duration::from_secs_f64(1.0 / self.opts.rate);
+        if let Some(last) = self.last.get() {
+            let since = last.elapsed();
+            if since < gap {
+                std::thread::sleep(gap - since);
+            }
+        }
+        self.last.set(Some(Instant::now()));
+    }
+
+    fn body(&self, msg: &Message) -> Value {
+        use base64::Engine;
+        let content = match msg.image {
+            None => json!(msg.text),
+            Some((bytes, mime)) => {
+                let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+                json!([
+                    {"type": "text", "text": msg.text},
+                    {"type": "image_url", "image_url": {"url": format!("data:{mime};base64,{b64}")}}
+                ])
+            }
+        };
+        json!({
+            "model": self.opts.model,
+            "messages": [{"role": "user", "content": content}],
+            "temperature": 0,
+        })
+    }
+
+    fn attempt(&self, body: &str) -> std::result::Result<String, Failure> {
+        self.wait_for_rate();
+        let mut req = self
+            .agent
+            .post(&self.url)
+            .header("Content-Type", "application/json");
+        if let Some(key) = &self.opts.api_key {
+            req = req.header("Authorization", format!("Bearer {key}"));
+        }
+        let mut resp = match req.send(body) {
+            Ok(r) => r,
+            Err(ureq::Error::Timeout(_)) => {
+                return Err(Failure::Retry(
+                    format!("timed out after {} s", self.opts.timeout),
+                    None,
+                ));
+            }
+            Err(e) => return Err(Failure::Retry(e.to_string(), None)),
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|s| Duration::from_secs_f64(s.clamp(0.0, MAX_WAIT.as_secs_f64())));
+        let text = match resp.body_mut().read_to_string() {
+            Ok(t) => t,
+            Err(ureq::Error::Timeout(_)) => {
+                return Err(Failure::Retry(
+                    format!("timed out after {} s", self.opts.timeout),
+                    None,
+                ));
+            }
+            Err(e) => return Err(Failure::Retry(e.to_string(), None)),
+        };
+        let excerpt: String = text.chars().take(200).collect();
+        match status {
+            200..=299 => {}
+            408 | 429 | 500..=599 => {
+                return Err(Failure::Retry(
+                    format!("HTTP {status}: {excerpt}"),
+                    retry_after,
+                ));
+            }
+            _ => return Err(Failure::Fatal(format!("HTTP {status}: {excerpt}"))),
+        }
+        let v: Value = serde_json::from_str(&text).map_err(|e| {
+            Failure::Retry(format!("the answer is not JSON ({e}): {excerpt}"), None)
+        })?;
+        v.pointer("/choices/0/message/content")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                Failure::Retry(
+                    format!("the answer has no choices[0].message.content: {excerpt}"),
+                    None,
+                )
+            })
+    }
+
+    /// Ask `msg` and parse the answer with `parse`, retrying as the module docs say.
+    pub fn ask<T>(
+        &self,
+        msg: &Message,
+        parse: impl Fn(&str) -> std::result::Result<T, String>,
+    ) -> Result<T> {
+        let body = self.body(msg).to_string();
+        let mut last = String::new();
+        let mut wait = Duration::ZERO;
+        for attempt in 0..=self.opts.retries {
+            std::thread::sleep(wait);
+            let backoff = (self.opts.backoff * 2u32.saturating_pow(attempt)).min(MAX_WAIT);
+            match self.attempt(&body) {
+                Ok(content) => match parse(&content) {
+                    Ok(v) => return Ok(v),
+                    Err(e) => {
+                        last = format!("unusable answer ({e})");
+                        wait = backoff;
+                    }
+                },
+                Err(Failure::Fatal(m)) => {
+                    return Err(Error::Invalid(format!("{}: {m}", self.url)));
+                }
+                Err(Failure::Retry(m, after)) => {
+                    last = m;
+                    wait = after.unwrap_or(backoff);
+                }
+            }
+        }
+        Err(Error::Invalid(format!(
+            "{}: giving up after {} attempts: {last}",
+            self.url,
+            self.opts.retries + 1
+        )))
+    }
+}
