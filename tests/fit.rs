@@ -337,3 +337,116 @@ fn a_failed_write_keeps_the_old_file() {
         .collect();
     assert_eq!(left.len(), 1, "no temporary file left: {left:?}");
 }
+
+/// Pixel AUROC (mean over categories) of a detector on `data`.
+fn pixel_auroc(detector: &kanoclip::detect::Detector, data: &Dataset) -> f64 {
+    kanoclip::train::evaluate::evaluate(detector, data, |_| {})
+        .unwrap()
+        .mean
+        .pixel_auroc
+        .unwrap()
+}
+
+#[test]
+fn training_on_synthetic_defects_beats_untrained_and_training_free() {
+    // Train on one synthetic set (seed 1), evaluate on a held-out one (seed 2: other
+    // instances of the textures, other defect shapes and places), all at 64² with the tiny
+    // random backbone. Measured when this test was written, training seed 111, 15 epochs:
+    // trained 0.813, untrained head 0.614, training-free 0.464. Over other seeds the trained
+    // head gave 0.813–0.821, untrained heads 0.50–0.69 (random prompts can land anywhere
+    // near chance). The margins are about half the gaps measured at seed 111: 0.10 over the
+    // untrained head (gap 0.20) and 0.15 over training-free (gap 0.35). A head that learned
+    // nothing stays within the untrained range and fails.
+    let dir = scratch("margin");
+    let train_cfg = SynthConfig {
+        size: 64,
+        textures: vec![
+            Texture::Noise,
+            Texture::Stripes,
+            Texture::Grid,
+            Texture::Wood,
+        ],
+        train_good: 0,
+        test_good: 4,
+        test_per_defect: 3,
+        seed: 1,
+    };
+    generate(&dir.join("train"), &train_cfg).unwrap();
+    let held_cfg = SynthConfig {
+        test_per_defect: 2,
+        seed: 2,
+        ..train_cfg
+    };
+    generate(&dir.join("held"), &held_cfg).unwrap();
+    let train = Dataset::load(dir.join("train"), Format::Mvtec).unwrap();
+    let held = Dataset::load(dir.join("held"), Format::Mvtec).unwrap();
+
+    let with_size = |t: TrainConfig| {
+        let device = Device::flex().autodiff();
+        let clip = Clip::from_files(
+            fixture("tiny_quickgelu_config.json"),
+            fixture("tiny_quickgelu.safetensors"),
+            &device,
+        )
+        .unwrap();
+        let kb = KnowledgeBase::from_file(fixture("knowledge_small.json")).unwrap();
+        let mut det = DetectorConfig::for_clip(&clip.config);
+        det.input_size = 64;
+        let head = HeadConfig {
+            levels: det.taps.len(),
+            ..HeadConfig::default()
+        };
+        Trainer::new(clip, &kb, &Tokenizer::new().unwrap(), head, det, t).unwrap()
+    };
+    let untrained_path = dir.join("untrained.safetensors");
+    let fresh = with_size(TrainConfig::default());
+    kanoclip::head::file::save_head(&untrained_path, fresh.head(), &fresh.meta()).unwrap();
+    let trained_path = dir.join("trained.safetensors");
+    let mut o = opts(trained_path.clone(), None, false, None);
+    o.epochs = 15;
+    o.batch = 8;
+    fit(
+        &mut with_size(TrainConfig::default()),
+        &train,
+        &o,
+        |_, _, _, _| {},
+    )
+    .unwrap();
+
+    let clip = || {
+        Clip::from_files(
+            fixture("tiny_quickgelu_config.json"),
+            fixture("tiny_quickgelu.safetensors"),
+            &Device::flex(),
+        )
+        .unwrap()
+    };
+    let tok = Tokenizer::new().unwrap();
+    let kb = KnowledgeBase::from_file(fixture("knowledge_small.json")).unwrap();
+    let trained = pixel_auroc(
+        &kanoclip::detect::Detector::load(clip(), &trained_path, &tok).unwrap(),
+        &held,
+    );
+    let untrained = pixel_auroc(
+        &kanoclip::detect::Detector::load(clip(), &untrained_path, &tok).unwrap(),
+        &held,
+    );
+    let c = clip();
+    let mut cfg = DetectorConfig::for_clip(&c.config);
+    cfg.input_size = 64;
+    let free = pixel_auroc(
+        &kanoclip::detect::Detector::training_free(c, &kb, &tok, cfg).unwrap(),
+        &held,
+    );
+    eprintln!(
+        "held-out synthetic pixel AUROC (random tiny backbone): trained {trained:.3}, untrained {untrained:.3}, training-free {free:.3}"
+    );
+    assert!(
+        trained >= untrained + 0.15,
+        "trained {trained} vs untrained {untrained}"
+    );
+    assert!(
+        trained >= free + 0.15,
+        "trained {trained} vs training-free {free}"
+    );
+}
