@@ -442,7 +442,7 @@ fn training_on_synthetic_defects_beats_untrained_and_training_free() {
         "held-out synthetic pixel AUROC (random tiny backbone): trained {trained:.3}, untrained {untrained:.3}, training-free {free:.3}"
     );
     assert!(
-        trained >= untrained + 0.15,
+        trained >= untrained + 0.10,
         "trained {trained} vs untrained {untrained}"
     );
     assert!(
