@@ -179,26 +179,35 @@ fn main() {
         detect_timings(&cfg, &bytes, &image, &tokenizer, &dev, kind);
     }
     if std::env::var_os("KANOCLIP_BENCH_TRAIN").is_some() {
-        train_step_timing(&cfg, &bytes, &image, &tokenizer);
+        for kind in kinds.split(',') {
+            let kind = match kind.trim() {
+                "wgpu" => BackendKind::Wgpu,
+                _ => BackendKind::Cpu,
+            };
+            train_step_timing(&cfg, &bytes, &image, &tokenizer, kind);
+        }
     }
     println!("peak RSS {:.0} MiB", peak_rss_mib());
 }
 
-/// One training step (forward, backward, Adam) on a batch of 8 at 224, flex + autodiff.
+/// One training step on a batch of 8 at 224, split as the feature cache splits it: the
+/// frozen backbone's features (what the cache saves), reading 8 cached entries back, and
+/// the head's forward, backward and Adam update.
 fn train_step_timing(
     cfg: &ClipConfig,
     bytes: &[u8],
     image: &image::DynamicImage,
     tokenizer: &Tokenizer,
+    kind: BackendKind,
 ) {
     use burn::prelude::*;
     use kanoclip::detect::DetectorConfig;
-    use kanoclip::head::HeadConfig;
     use kanoclip::head::knowledge::KnowledgeBase;
-    use kanoclip::train::trainer::{TrainConfig, Trainer};
-    let dev = pollster::block_on(device(BackendKind::Cpu))
-        .unwrap()
-        .autodiff();
+    use kanoclip::head::{BackboneId, HeadConfig};
+    use kanoclip::train::cache::FeatureCache;
+    use kanoclip::train::fit::{join_features, split_features};
+    use kanoclip::train::trainer::{Batch, TrainConfig, Trainer};
+    let dev = pollster::block_on(device(kind)).unwrap().autodiff();
     let clip = Clip::from_safetensors(cfg, bytes, &dev).unwrap();
     let kb = KnowledgeBase::from_file("weights/knowledge/industrial.json").unwrap();
     let det = DetectorConfig::for_clip(cfg);
@@ -206,20 +215,48 @@ fn train_step_timing(
         levels: det.taps.len(),
         ..HeadConfig::default()
     };
-    let mut t = Trainer::new(clip, &kb, tokenizer, head, det, TrainConfig::default()).unwrap();
+    let mut t = Trainer::new(clip, &kb, tokenizer, head, det.clone(), TrainConfig::default()).unwrap();
     let images = vec![image.clone(); 8];
-    let x = image_batch(&images, 224, &dev).unwrap();
-    let m = Tensor::<3>::zeros([8, 224, 224], &dev);
-    let labels = [false, true, false, true, false, true, false, true];
-    let mut times = Vec::new();
-    for _ in 0..3 {
+    let labels = vec![false, true, false, true, false, true, false, true];
+    let dir = std::env::temp_dir().join(format!("kanoclip-bench-cache-{}", std::process::id()));
+    let cache = FeatureCache::new(&dir, &BackboneId::of(&t.clip), &det).unwrap();
+    let tokens = 1 + (224 / cfg.vision.patch_size).pow(2);
+    let (mut feat, mut read, mut step) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..3 {
         let t0 = Instant::now();
-        t.step(x.clone(), m.clone(), &labels).unwrap();
-        times.push(ms(t0.elapsed()));
+        let x = image_batch(&images, 224, &dev).unwrap();
+        let split = split_features(t.features(x)).unwrap();
+        feat.push(ms(t0.elapsed()));
+        for (i, f) in split.iter().enumerate() {
+            cache.put(&format!("{round}-{i}"), f).unwrap();
+        }
+        let t0 = Instant::now();
+        let back: Vec<_> = (0..8).map(|i| cache.get(&format!("{round}-{i}")).unwrap()).collect();
+        let vision = join_features(&back, tokens, &dev);
+        read.push(ms(t0.elapsed()));
+        let batch = Batch {
+            vision,
+            masks: Tensor::<3>::zeros([8, 224, 224], &dev),
+            labels: labels.clone(),
+            specific: vec![None; 8],
+        };
+        let t0 = Instant::now();
+        t.step(batch).unwrap();
+        step.push(ms(t0.elapsed()));
     }
+    let _ = std::fs::remove_dir_all(&dir);
+    let med = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (f, r, s) = (med(&feat), med(&read), med(&step));
     println!(
-        "cpu    train step, batch 8 at 224 (no feature cache): first {:.0} ms, then {:.0} ms, {:.0} ms",
-        times[0], times[1], times[2]
+        "{kind:<6} train step, batch 8 at 224 (median of 3): frozen features {f:.0} ms, head step {s:.0} ms; \
+         without cache {:.0} ms, with cache {:.0} ms (reading 8 entries {r:.0} ms), {:.1}x",
+        f + s,
+        r + s,
+        (f + s) / (r + s)
     );
 }
 

@@ -92,7 +92,8 @@ fn relative(root: &Path, path: &Path) -> String {
         .join("/")
 }
 
-fn split_features(v: VisionOutput) -> Result<Vec<Features>> {
+/// Per-image features of a batch (what the cache stores).
+pub fn split_features(v: VisionOutput) -> Result<Vec<Features>> {
     let [b, d] = v.global.dims();
     let global = to_vec(v.global)?;
     let taps = v.taps.into_iter().map(to_vec).collect::<Result<Vec<_>>>()?;
@@ -110,7 +111,8 @@ fn split_features(v: VisionOutput) -> Result<Vec<Features>> {
         .collect())
 }
 
-fn join_features(f: &[Features], tokens: usize, device: &Device) -> VisionOutput {
+/// A batch's features from per-image ones (`tokens` rows a tap).
+pub fn join_features(f: &[Features], tokens: usize, device: &Device) -> VisionOutput {
     let b = f.len();
     let d = f[0].global.len();
     let global: Vec<f32> = f.iter().flat_map(|x| x.global.iter().copied()).collect();
