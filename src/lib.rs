@@ -9,6 +9,7 @@
 //!   Conv-Adapter, and the head file (spec §3–§5).
 //! - [`detect`]: the detection API, maps, calibration and rendering (spec §7).
 //! - [`device`]: picking a backend at run time.
+//! - `web` (wasm32 only): the wasm-bindgen exports for the browser package.
 
 pub mod atomic;
 pub mod clip;
@@ -19,5 +20,8 @@ pub mod eval;
 pub mod head;
 #[cfg(feature = "train")]
 pub mod train;
+// Compiles to nothing except on wasm32 (the module's own `#![cfg]`).
+#[cfg(feature = "webgpu")]
+pub mod web;
 
 pub use error::{Error, Result};

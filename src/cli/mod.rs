@@ -1,5 +1,6 @@
 //! `kanoclip` subcommands. Every failure prints one line and exits non-zero.
 
+mod convert;
 mod detect;
 mod embed;
 mod eval;
@@ -36,6 +37,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Fill a knowledge base from an OpenAI-compatible chat endpoint.
     Knowledge(knowledge::KnowledgeArgs),
+    /// Write the browser bundle (manifest and checksummed chunks) for the wasm build.
+    Convert(convert::ConvertArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -61,6 +64,7 @@ pub fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Train(args) => train::run(args),
         Command::Knowledge(args) => knowledge::run(args),
+        Command::Convert(args) => convert::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

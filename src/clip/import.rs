@@ -216,6 +216,29 @@ fn ignorable(name: &str) -> bool {
     name.ends_with("position_ids") || name == "attn_mask" || name.ends_with(".attn_mask")
 }
 
+/// Whether a tensor name belongs to the image tower (in either layout).
+pub fn is_vision_tensor(name: &str) -> bool {
+    name.starts_with("visual.")
+        || name.starts_with("vision_model.")
+        || name == "visual_projection.weight"
+}
+
+/// Load only the image tower (for the browser bundle, which carries no text tower), with
+/// the weights' fingerprint. Tensors of other parts are not read.
+pub fn load_vision(cfg: &ClipConfig, bytes: &[u8], device: &Device) -> Result<(VisionTower, String)> {
+    cfg.validate()?;
+    let mut r = WeightReader::new(bytes, device)?;
+    let layout = Layout::detect(&r)?;
+    let conv = match layout {
+        Layout::OpenClip => "visual.conv1.weight",
+        Layout::HuggingFace => "vision_model.embeddings.patch_embedding.weight",
+    };
+    let fingerprint = r.f16_digest(conv).unwrap_or_default();
+    let vision = read_vision(&mut r, layout, cfg);
+    r.finish(|name| ignorable(name) || !is_vision_tensor(name))?;
+    Ok((vision, fingerprint))
+}
+
 /// Load a full CLIP model from safetensors bytes.
 pub fn load_clip(cfg: &ClipConfig, bytes: &[u8], device: &Device) -> Result<Clip> {
     cfg.validate()?;

@@ -2,6 +2,7 @@
 //! [`Detector`] with two modes, training-free (plain CLIP with the knowledge prompt
 //! ensemble) and trained (KnPL prompts, Bi-CMCI and the Conv-Adapter from a head file).
 
+pub mod bundle;
 pub mod config;
 pub mod maps;
 pub mod render;
@@ -17,6 +18,7 @@ use web_time::Instant;
 
 use crate::clip::embed::to_vec;
 use crate::clip::preprocess::{Geometry, preprocess};
+use crate::clip::vision::VisionTower;
 use crate::clip::{Clip, Tokenizer, VvOptions};
 use crate::error::{Error, Result};
 use crate::head::file::{HeadMeta, load_head_file};
@@ -83,8 +85,17 @@ pub struct Calibration {
     pub max: f64,
 }
 
+/// A forward pass waiting to be read back.
+struct Run {
+    probs: Tensor<2>,
+    maps: Tensor<3>,
+    geometry: Vec<Geometry>,
+    times: [Instant; 3],
+}
+
 pub struct Detector {
-    pub clip: Clip,
+    /// The frozen image tower: all a detector needs of CLIP once the texts are encoded.
+    pub vision: VisionTower,
     pub head: Option<Head>,
     pub config: DetectorConfig,
     /// `[t_n; t_a]`, L2-normalised, computed once at load.
@@ -94,21 +105,35 @@ pub struct Detector {
 }
 
 impl Detector {
-    fn new(
-        clip: Clip,
+    /// A detector from its parts: the image tower, a head or none (training-free), the
+    /// settings, and the state texts `[t_n; t_a]` (`[2, D]`, L2-normalised) encoded
+    /// beforehand, so that no text tower is needed (the browser bundle's case).
+    pub fn from_parts(
+        vision: VisionTower,
         head: Option<Head>,
         config: DetectorConfig,
         text: Tensor<2>,
     ) -> Result<Self> {
-        config.validate(
-            clip.config.vision.tower.layers,
-            clip.config.vision.patch_size,
-        )?;
-        let pos = clip
-            .vision
-            .positional_embedding_for(config.input_size / clip.config.vision.patch_size);
+        config.validate(vision.blocks.len(), vision.patch_size)?;
+        let [states, d] = text.dims();
+        if states != 2 || d != vision.proj.dims()[1] {
+            return Err(Error::Invalid(format!(
+                "text features are {states}×{d}, expected 2×{}",
+                vision.proj.dims()[1]
+            )));
+        }
+        if let Some(h) = &head
+            && h.bicmci.len() != config.taps.len()
+        {
+            return Err(Error::Head(format!(
+                "{} Bi-CMCI levels for {} taps",
+                h.bicmci.len(),
+                config.taps.len()
+            )));
+        }
+        let pos = vision.positional_embedding_for(config.input_size / vision.patch_size);
         Ok(Detector {
-            clip,
+            vision,
             head,
             config,
             text,
@@ -135,7 +160,7 @@ impl Detector {
             states.push(mean_text_feature(&clip, tokenizer, &prompts)?);
         }
         let text = Tensor::cat(states, 0);
-        Self::new(clip, None, config, text)
+        Self::from_parts(clip.vision, None, config, text)
     }
 
     /// Trained mode: the head file's prompts, Bi-CMCI and adapter, and the detector settings
@@ -170,7 +195,7 @@ impl Detector {
             PromptTokens::new(tokenizer, meta.head.n_ctx, clip.config.text.context_length)?;
         clip.check_tokens(&tokens.rows)?;
         let text = head.prompts.encode(&clip.text, &tokens);
-        Self::new(clip, Some(head), meta.detector, text)
+        Self::from_parts(clip.vision, Some(head), meta.detector, text)
     }
 
     /// The state text features `[t_n; t_a]`.
@@ -199,11 +224,46 @@ impl Detector {
         if images.is_empty() {
             return Ok(Vec::new());
         }
-        let device = self.clip.vision.conv1.device();
-        let size = self.config.input_size;
-        let grid = size / self.clip.config.vision.patch_size;
-        let sync = || device.sync().map_err(|e| Error::Backend(format!("{e:?}")));
+        let run = self.forward(images, true)?;
+        let probs = to_vec(run.probs.clone())?;
+        let maps = to_vec(run.maps.clone())?;
+        Ok(self.finish(run, &probs, &maps))
+    }
 
+    /// [`Self::detect_batch`] with asynchronous read-back, which WebGPU requires (a
+    /// synchronous read panics there). The backbone and head timings are then one figure,
+    /// reported as `backbone_ms` (`head_ms` is 0).
+    pub async fn detect_batch_async(&self, images: &[DynamicImage]) -> Result<Vec<Detection>> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let run = self.forward(images, false)?;
+        let read = |e| Error::Backend(format!("{e:?}"));
+        let probs = run.probs.clone().into_data_async().await.map_err(read)?;
+        let maps = run.maps.clone().into_data_async().await.map_err(read)?;
+        let vec = |d: TensorData| {
+            d.convert::<f32>()
+                .try_into_vec::<f32>()
+                .map_err(|e| Error::Backend(format!("{e:?}")))
+        };
+        let (probs, maps) = (vec(probs)?, vec(maps)?);
+        Ok(self.finish(run, &probs, &maps))
+    }
+
+    /// Pre-processing and the forward pass, queued on the device. With `sync` the device is
+    /// waited on between stages so that each stage is timed on its own.
+    fn forward(&self, images: &[DynamicImage], sync: bool) -> Result<Run> {
+        let device = self.vision.conv1.device();
+        let size = self.config.input_size;
+        let grid = size / self.vision.patch_size;
+        let wait = || -> Result<()> {
+            if sync {
+                device
+                    .sync()
+                    .map_err(|e| Error::Backend(format!("{e:?}")))?;
+            }
+            Ok(())
+        };
         let t0 = Instant::now();
         let mut pixels = Vec::with_capacity(images.len() * 3 * size * size);
         let mut geometry: Vec<Geometry> = Vec::with_capacity(images.len());
@@ -217,15 +277,13 @@ impl Detector {
             &device,
         );
         let t1 = Instant::now();
-
         let vv = VvOptions {
             vv_from: Some(self.config.vv_from),
             taps: self.config.taps.clone(),
         };
-        let vision = self.clip.vision.forward(batch, self.pos.clone(), &vv);
-        sync()?;
+        let vision = self.vision.forward(batch, self.pos.clone(), &vv);
+        wait()?;
         let t2 = Instant::now();
-
         let scores = score(
             &vision,
             &self.text,
@@ -236,14 +294,22 @@ impl Detector {
         let probs = softmax(scores.global_logits, 1);
         let maps = maps::summed_maps(&scores.local, grid, size)
             .ok_or_else(|| Error::Invalid("no taps".into()))?;
-        let probs = to_vec(probs)?;
-        let maps = to_vec(maps)?;
-        let t3 = Instant::now();
+        Ok(Run {
+            probs,
+            maps,
+            geometry,
+            times: [t0, t1, t2],
+        })
+    }
 
+    /// Smoothing, scores and maps back at the original size, from the read-back values.
+    fn finish(&self, run: Run, probs: &[f32], maps: &[f32]) -> Vec<Detection> {
+        let t3 = Instant::now();
+        let size = self.config.input_size;
         let taps = self.config.taps.len() as f32;
         let w = self.config.global_weight as f32;
-        let mut out = Vec::with_capacity(images.len());
-        for (i, g) in geometry.iter().enumerate() {
+        let mut out = Vec::with_capacity(run.geometry.len());
+        for (i, g) in run.geometry.iter().enumerate() {
             let raw = &maps[i * size * size..(i + 1) * size * size];
             let mut smooth = maps::gaussian_blur(raw, size, size, self.config.sigma);
             smooth.iter_mut().for_each(|v| *v /= taps);
@@ -264,7 +330,8 @@ impl Detector {
             });
         }
         let t4 = Instant::now();
-        let n = images.len() as f64;
+        let [t0, t1, t2] = run.times;
+        let n = run.geometry.len() as f64;
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3 / n;
         let timings = Timings {
             preprocess_ms: ms(t0, t1),
@@ -273,7 +340,7 @@ impl Detector {
             postprocess_ms: ms(t3, t4),
         };
         out.iter_mut().for_each(|d| d.timings = timings);
-        Ok(out)
+        out
     }
 
     /// Set the threshold from images known to be normal, and return what was measured.
