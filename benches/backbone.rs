@@ -215,7 +215,15 @@ fn train_step_timing(
         levels: det.taps.len(),
         ..HeadConfig::default()
     };
-    let mut t = Trainer::new(clip, &kb, tokenizer, head, det.clone(), TrainConfig::default()).unwrap();
+    let mut t = Trainer::new(
+        clip,
+        &kb,
+        tokenizer,
+        head,
+        det.clone(),
+        TrainConfig::default(),
+    )
+    .unwrap();
     let images = vec![image.clone(); 8];
     let labels = vec![false, true, false, true, false, true, false, true];
     let dir = std::env::temp_dir().join(format!("kanoclip-bench-cache-{}", std::process::id()));
@@ -231,7 +239,9 @@ fn train_step_timing(
             cache.put(&format!("{round}-{i}"), f).unwrap();
         }
         let t0 = Instant::now();
-        let back: Vec<_> = (0..8).map(|i| cache.get(&format!("{round}-{i}")).unwrap()).collect();
+        let back: Vec<_> = (0..8)
+            .map(|i| cache.get(&format!("{round}-{i}")).unwrap())
+            .collect();
         let vision = join_features(&back, tokens, &dev);
         read.push(ms(t0.elapsed()));
         let batch = Batch {

@@ -82,9 +82,9 @@ impl WebDetector {
         let (dev, name) = match backend.as_str() {
             "cpu" => (device(BackendKind::Cpu).await.map_err(js_err)?, "cpu"),
             "webgpu" => (
-                device(BackendKind::Wgpu).await.map_err(|e| {
-                    JsError::new(&format!("WebGPU is not available here: {e}"))
-                })?,
+                device(BackendKind::Wgpu)
+                    .await
+                    .map_err(|e| JsError::new(&format!("WebGPU is not available here: {e}")))?,
                 "webgpu",
             ),
             "auto" => match device(BackendKind::Wgpu).await {
@@ -123,7 +123,9 @@ impl WebDetector {
     #[wasm_bindgen(js_name = setThreshold)]
     pub fn set_threshold(&mut self, threshold: f64) -> Result<(), JsError> {
         if !threshold.is_finite() {
-            return Err(JsError::new(&format!("threshold {threshold} is not a finite number")));
+            return Err(JsError::new(&format!(
+                "threshold {threshold} is not a finite number"
+            )));
         }
         self.threshold = threshold;
         Ok(())
@@ -146,7 +148,9 @@ impl WebDetector {
         let problem = if width == 0 || height == 0 {
             Some(format!("the image is {width}×{height} pixels"))
         } else if pixels > MAX_PIXELS {
-            Some(format!("{width}×{height} is over the {MAX_PIXELS}-pixel limit"))
+            Some(format!(
+                "{width}×{height} is over the {MAX_PIXELS}-pixel limit"
+            ))
         } else if rgba.len() as u64 != pixels * 4 {
             Some(format!("{} bytes for {width}×{height} RGBA", rgba.len()))
         } else {
@@ -182,7 +186,9 @@ impl WebDetector {
 /// The calibration rule (`max(mean + 3·std, max + 1e-4)` over normal images' scores).
 #[wasm_bindgen(js_name = calibrationThreshold)]
 pub fn calibration_threshold(scores: Vec<f64>) -> Result<f64, JsError> {
-    calibration_rule(&scores).map(|c| c.threshold).map_err(js_err)
+    calibration_rule(&scores)
+        .map(|c| c.threshold)
+        .map_err(js_err)
 }
 
 /// Panics on purpose: the package's tests check that a panic does not leave it unusable.

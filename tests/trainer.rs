@@ -238,3 +238,26 @@ fn specific_knowledge_joins_by_path_and_enters_the_kd_loss() {
     assert!(extra > 0.0 && extra <= 2.0, "specific term {extra}");
     assert_eq!((scalar(g1), scalar(l1)), (scalar(g2), scalar(l2)));
 }
+
+#[test]
+fn a_training_step_runs_on_every_backend_and_they_agree() {
+    // wgpu (lavapipe here; Vulkan, Metal or DX12 for users) trains like the CPU: the loss
+    // of two steps agrees across backends.
+    let mut runs = Vec::new();
+    for (kind, device) in common::backends() {
+        let device = device.autodiff();
+        let mut t = trainer(&device);
+        let a = t.step(batch(&t, &device)).unwrap();
+        let b = t.step(batch(&t, &device)).unwrap();
+        runs.push((kind, [a.total, b.total, b.kd, b.global, b.local]));
+    }
+    let (k0, base) = runs[0];
+    for (k, r) in &runs[1..] {
+        for (x, y) in base.iter().zip(r) {
+            assert!(
+                (x - y).abs() < 1e-3 * x.abs().max(1.0),
+                "{k0} {base:?} vs {k} {r:?}"
+            );
+        }
+    }
+}

@@ -64,7 +64,10 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         None => {
             let kb = KnowledgeBase::from_file(&args.knowledge)?;
             let c = DetectorConfig::for_clip(&cfg);
-            (Detector::training_free(clip, &kb, &tokenizer, c)?, Mode::TrainingFree)
+            (
+                Detector::training_free(clip, &kb, &tokenizer, c)?,
+                Mode::TrainingFree,
+            )
         }
     };
     let d = cfg.embed_dim;

@@ -225,7 +225,11 @@ pub fn is_vision_tensor(name: &str) -> bool {
 
 /// Load only the image tower (for the browser bundle, which carries no text tower), with
 /// the weights' fingerprint. Tensors of other parts are not read.
-pub fn load_vision(cfg: &ClipConfig, bytes: &[u8], device: &Device) -> Result<(VisionTower, String)> {
+pub fn load_vision(
+    cfg: &ClipConfig,
+    bytes: &[u8],
+    device: &Device,
+) -> Result<(VisionTower, String)> {
     cfg.validate()?;
     let mut r = WeightReader::new(bytes, device)?;
     let layout = Layout::detect(&r)?;

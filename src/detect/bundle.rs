@@ -179,8 +179,7 @@ impl Manifest {
                 "text_features must be 2 rows of {d} values"
             )));
         }
-        if m.text_features.iter().flatten().any(|v| !v.is_finite()) || !m.threshold.is_finite()
-        {
+        if m.text_features.iter().flatten().any(|v| !v.is_finite()) || !m.threshold.is_finite() {
             return Err(Error::Config("non-finite numbers in the manifest".into()));
         }
         let has_head = m.files.iter().any(|f| f.name == "head");
@@ -193,7 +192,12 @@ impl Manifest {
     }
 
     /// The detector of this bundle, from the reassembled files.
-    pub fn detector(&self, vision: &[u8], head: Option<&[u8]>, device: &Device) -> Result<Detector> {
+    pub fn detector(
+        &self,
+        vision: &[u8],
+        head: Option<&[u8]>,
+        device: &Device,
+    ) -> Result<Detector> {
         let (tower, fingerprint) = load_vision(&self.clip, vision, device)?;
         if fingerprint != self.backbone.fingerprint {
             return Err(Error::WeightsMismatch(vec![format!(
@@ -203,12 +207,8 @@ impl Manifest {
         }
         let head = match (self.mode, head) {
             (Mode::Trained, Some(bytes)) => {
-                let (head, meta) = load_head(
-                    bytes,
-                    &self.backbone,
-                    self.clip.text.context_length,
-                    device,
-                )?;
+                let (head, meta) =
+                    load_head(bytes, &self.backbone, self.clip.text.context_length, device)?;
                 if meta.detector.taps != self.detector.taps {
                     return Err(Error::Head("the head's taps are not the manifest's".into()));
                 }
@@ -220,10 +220,8 @@ impl Manifest {
             (Mode::TrainingFree, _) => None,
         };
         let d = self.clip.embed_dim;
-        let text = Tensor::<2>::from_data(
-            TensorData::new(self.text_features.concat(), [2, d]),
-            device,
-        );
+        let text =
+            Tensor::<2>::from_data(TensorData::new(self.text_features.concat(), [2, d]), device);
         let mut config = self.detector.clone();
         config.threshold = self.threshold;
         Detector::from_parts(tower, head, config, text)

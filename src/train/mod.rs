@@ -12,3 +12,4 @@ pub mod llm;
 pub mod loss;
 pub mod synth;
 pub mod trainer;
+pub mod upsample;

@@ -13,11 +13,10 @@ use std::collections::HashMap;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, MultiGradientsParams};
 use burn::prelude::*;
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
 use super::checkpoint::{Checkpoint, Progress, param_ids, with_param_ids};
 use super::loss;
+use super::upsample::upsample_bilinear;
 use crate::clip::embed::to_vec;
 use crate::clip::text::TextTower;
 use crate::clip::{Clip, Tokenizer, VisionOutput, VvOptions};
@@ -158,27 +157,33 @@ impl Trainer {
         // The device's random generator is global: hold a lock from seeding to the last
         // draw, so that trainers built on other threads cannot interleave their draws.
         static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        // The head is drawn on the CPU and moved: backends have different generators, and
+        // one seed should give one initial head on every backend.
+        #[cfg(feature = "flex")]
+        let init_device = Device::flex().autodiff();
+        #[cfg(not(feature = "flex"))]
+        let init_device = device.clone();
         let head = {
             let _guard = INIT.lock().unwrap_or_else(|p| p.into_inner());
-            device.seed(cfg.seed);
+            init_device.seed(cfg.seed);
             let head = Head::init(
                 &head_cfg,
                 c.embed_dim,
                 c.text.tower.width,
                 c.text.tower.layers,
-                &device,
+                &init_device,
             );
-            // Burn initialises parameters lazily, on first read: read them all (as the
-            // head file does) while the lock is held.
-            head_bytes(
-                &head,
-                &HeadMeta {
-                    head: head_cfg.clone(),
-                    detector: detector.clone(),
-                    backbone: BackboneId::of(&clip),
-                },
-            )?;
-            head
+            // Burn initialises parameters lazily, on first read: the head file's bytes read
+            // them all while the lock is held. Loading those bytes on the training device
+            // gives leaf parameters there (a moved tensor would carry the move in its graph).
+            let backbone = BackboneId::of(&clip);
+            let meta = HeadMeta {
+                head: head_cfg.clone(),
+                detector: detector.clone(),
+                backbone: backbone.clone(),
+            };
+            let bytes = head_bytes(&head, &meta)?;
+            load_head(&bytes, &backbone, c.text.context_length, &device)?.0
         };
         let tokens = PromptTokens::new(tokenizer, head_cfg.n_ctx, c.text.context_length)?;
         clip.check_tokens(&tokens.rows)?;
@@ -283,12 +288,7 @@ impl Trainer {
             .map(|s| {
                 let [b, _, _] = s.dims();
                 let s = s.clone().swap_dims(1, 2).reshape([b, 2, grid, grid]);
-                interpolate(
-                    s,
-                    InterpolateOptions::new(InterpolateMode::Bilinear)
-                        .with_align_corners(false)
-                        .with_output_size([size, size]),
-                )
+                upsample_bilinear(s, size)
             })
             .collect();
         let device = replica.device.clone();
