@@ -10,3 +10,5 @@ if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
   export XDG_RUNTIME_DIR=/tmp/kanoclip-xdg-$(id -u)
   mkdir -p -m 700 "$XDG_RUNTIME_DIR"
 fi
+# Pinned tools built once per machine (wasm-bindgen-cli).
+export KANOCLIP_TOOLS=${KANOCLIP_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/kanoclip/tools}

@@ -19,6 +19,9 @@ export type Request =
   | { id: number; type: 'calibrate'; scores: number[] }
   | { id: number; type: 'panic' };
 
+/** A request without its id (the sender numbers it). */
+export type RequestBody = Request extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
+
 export type Reply =
   | { id: number; type: 'progress'; progress: Progress }
   | { id: number; type: 'ok'; value: unknown }

@@ -38,6 +38,10 @@ pub struct DetectArgs {
     threshold: Option<f64>,
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
     backend: BackendKind,
+    /// Also write each raw anomaly map as `<name>_map.f32` (little-endian f32, row-major,
+    /// the image's width × height), e.g. to compare with the browser build.
+    #[arg(long)]
+    raw_maps: bool,
 }
 
 const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "gif"];
@@ -51,6 +55,10 @@ struct Row {
     global_probability: Option<f32>,
     heatmap: Option<String>,
     overlay: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_map: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
     timings: Option<Timings>,
     error: Option<String>,
 }
@@ -175,7 +183,7 @@ pub fn run(args: DetectArgs) -> Result<()> {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         );
-        rows.push(inspect(&detector, file, &args.out, &mut used));
+        rows.push(inspect(&detector, file, &args.out, args.raw_maps, &mut used));
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -210,6 +218,7 @@ fn inspect(
     detector: &Detector,
     file: &Path,
     out: &Path,
+    raw_maps: bool,
     used: &mut std::collections::HashSet<String>,
 ) -> Row {
     let mut row = Row {
@@ -220,6 +229,9 @@ fn inspect(
         global_probability: None,
         heatmap: None,
         overlay: None,
+        raw_map: None,
+        width: None,
+        height: None,
         timings: None,
         error: None,
     };
@@ -242,6 +254,14 @@ fn inspect(
         row.global_probability = Some(d.global_probability);
         row.heatmap = Some(hp.display().to_string());
         row.overlay = Some(op.display().to_string());
+        if raw_maps {
+            let mp = out.join(format!("{stem}_map.f32"));
+            let bytes: Vec<u8> = d.map.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            atomic::write(&mp, &bytes)?;
+            row.raw_map = Some(mp.display().to_string());
+        }
+        row.width = Some(d.map.width);
+        row.height = Some(d.map.height);
         row.timings = Some(d.timings);
         Ok(())
     })();

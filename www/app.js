@@ -1,0 +1,190 @@
+// The demo page: everything happens here and in the package's worker; the only requests
+// go to this page's own origin (the model bundle and the sample images).
+import { createDetector } from './kanoclip-wasm/dist/index.js';
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const MODEL = params.get('model') || 'model/manifest.json';
+const SAMPLES = ['good', 'crack', 'colour'].map((n) => `samples/hazelnut_toy/${n}.jpg`);
+
+let detector = null;
+let last = null; // { result, bitmap }
+let busy = Promise.resolve();
+
+function fail(e) {
+  $('error').textContent = `Error: ${e.message || e}`;
+}
+
+async function load(backend) {
+  detector?.dispose();
+  detector = null;
+  $('progress').value = 0;
+  $('progress-label').textContent = 'Loading the model…';
+  const t0 = performance.now();
+  detector = await createDetector({
+    weights: MODEL,
+    backend,
+    onProgress: (p) => {
+      if (p.phase === 'weights' && p.total > 0) $('progress').value = p.loaded / p.total;
+      $('progress-label').textContent =
+        p.phase === 'start' ? 'Starting the model…' : `Loading the model${p.cached ? ' (from this browser)' : ''}…`;
+    },
+  });
+  $('progress').value = 1;
+  $('progress-label').textContent = 'Model ready';
+  const i = detector.info;
+  $('model-info').textContent = `${i.name}, ${i.mode}, ${(i.bundleBytes / 1e6).toFixed(1)} MB` +
+    `${i.cached ? ' from the browser cache' : ''}, on ${detector.backend} (loaded in ${Math.round(performance.now() - t0)} ms)`;
+  $('notice').hidden = !detector.notice;
+  $('notice').textContent = detector.notice || '';
+  $('threshold').value = String(detector.threshold);
+  $('threshold-value').textContent = detector.threshold.toFixed(3);
+  window.kanoclipDemo.loadMs = performance.now() - t0;
+  return detector;
+}
+
+async function draw() {
+  if (!last) return;
+  const { result, source } = last;
+  const view = $('view');
+  view.width = result.width;
+  view.height = result.height;
+  const ctx = view.getContext('2d');
+  ctx.drawImage(source, 0, 0, result.width, result.height);
+  const overlay = await detector.heatmap(result, Number($('opacity').value));
+  ctx.drawImage(overlay, 0, 0);
+  overlay.close();
+}
+
+function show(result) {
+  const t = Number($('threshold').value);
+  $('score').textContent = result.score.toFixed(4);
+  $('verdict').textContent = result.score >= t ? 'anomalous' : 'normal';
+  $('used-backend').textContent = result.backend;
+  const ms = result.timings;
+  $('timings').textContent = `total ${ms.totalMs.toFixed(0)} ms (pre ${ms.preprocessMs.toFixed(0)}, ` +
+    `model ${ms.forwardMs.toFixed(0)}, post ${ms.postprocessMs.toFixed(0)})`;
+}
+
+/** Inspect a Blob (file, paste, sample). Returns the result, or null after showing an error. */
+async function inspect(blob) {
+  const run = async () => {
+    $('error').textContent = '';
+    try {
+      const result = await detector.detect(blob);
+      let source;
+      try {
+        source = await createImageBitmap(blob);
+      } catch {
+        source = await createImageBitmap(new ImageData(result.width, result.height));
+      }
+      last?.source.close?.();
+      last = { result, source };
+      show(result);
+      await draw();
+      return result;
+    } catch (e) {
+      fail(e);
+      return null;
+    }
+  };
+  const p = busy.then(run, run);
+  busy = p.catch(() => null);
+  return p;
+}
+
+async function inspectCanvas(canvas) {
+  $('error').textContent = '';
+  try {
+    const result = await detector.detect(canvas);
+    last = { result, source: await createImageBitmap(canvas) };
+    show(result);
+    await draw();
+  } catch (e) {
+    fail(e);
+  }
+}
+
+function setup() {
+  const drop = $('drop');
+  drop.addEventListener('click', () => $('file').click());
+  drop.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' || e.key === ' ') {
+      e.preventDefault();
+      $('file').click();
+    }
+  });
+  drop.addEventListener('dragover', (e) => {
+    e.preventDefault();
+    drop.classList.add('over');
+  });
+  drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+  drop.addEventListener('drop', (e) => {
+    e.preventDefault();
+    drop.classList.remove('over');
+    const f = e.dataTransfer?.files?.[0];
+    if (f) inspect(f);
+  });
+  $('file').addEventListener('change', (e) => {
+    const f = e.target.files?.[0];
+    if (f) inspect(f);
+  });
+  document.addEventListener('paste', (e) => {
+    const item = [...(e.clipboardData?.items || [])].find((i) => i.kind === 'file');
+    const f = item?.getAsFile();
+    if (f) inspect(f);
+  });
+  $('opacity').addEventListener('input', () => draw());
+  $('threshold').addEventListener('input', async () => {
+    const t = Number($('threshold').value);
+    $('threshold-value').textContent = t.toFixed(3);
+    await detector?.setThreshold(t);
+    if (last) show(last.result);
+  });
+  $('backend').addEventListener('change', () => load($('backend').value).catch(fail));
+  $('camera').addEventListener('click', async () => {
+    try {
+      const stream = await navigator.mediaDevices.getUserMedia({ video: true });
+      const v = $('video');
+      v.srcObject = stream;
+      v.hidden = false;
+      $('snap').hidden = false;
+      await v.play();
+    } catch (e) {
+      fail(new Error(`the camera is not available (${e.message || e})`));
+    }
+  });
+  $('snap').addEventListener('click', () => {
+    const v = $('video');
+    const c = document.createElement('canvas');
+    c.width = v.videoWidth;
+    c.height = v.videoHeight;
+    c.getContext('2d').drawImage(v, 0, 0);
+    inspectCanvas(c);
+  });
+  for (const url of SAMPLES) {
+    const name = url.split('/').pop().replace('.jpg', '');
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.setAttribute('aria-label', `Inspect the sample "${name}"`);
+    const img = document.createElement('img');
+    img.src = url;
+    img.alt = `hazelnut sample: ${name}`;
+    b.append(img);
+    b.addEventListener('click', async () => inspect(await (await fetch(url)).blob()));
+    $('samples').append(b);
+  }
+}
+
+window.kanoclipDemo = {
+  inspect,
+  detector: () => detector,
+  lastResult: () => last?.result ?? null,
+  loadMs: null,
+};
+setup();
+$('backend').value = params.get('backend') || 'auto';
+window.kanoclipDemo.ready = load($('backend').value).catch((e) => {
+  fail(e);
+  throw e;
+});
