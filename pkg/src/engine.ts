@@ -9,12 +9,35 @@ import type { WebDetector } from '../wasm/kanoclip.js';
 type Wasm = typeof import('../wasm/kanoclip.js');
 
 let wasmPromise: Promise<Wasm> | null = null;
+let wasmMemory: WebAssembly.Memory | null = null;
+
+/** Live WebGPU buffers made by this engine (creations minus destructions), for `stats`. */
+const gpu = { live: 0, created: 0 };
+const GPUDeviceClass = (globalThis as { GPUDevice?: { prototype: { createBuffer: (d: unknown) => unknown } } }).GPUDevice;
+if (GPUDeviceClass && !(GPUDeviceClass.prototype as { __kanoclipCounted?: boolean }).__kanoclipCounted) {
+  const create = GPUDeviceClass.prototype.createBuffer;
+  GPUDeviceClass.prototype.createBuffer = function (this: unknown, desc: unknown) {
+    const buffer = create.call(this, desc) as { destroy: () => void };
+    gpu.live++;
+    gpu.created++;
+    const destroy = buffer.destroy.bind(buffer);
+    let done = false;
+    buffer.destroy = () => {
+      if (!done) gpu.live--;
+      done = true;
+      destroy();
+    };
+    return buffer;
+  };
+  (GPUDeviceClass.prototype as { __kanoclipCounted?: boolean }).__kanoclipCounted = true;
+}
 
 async function wasm(): Promise<Wasm> {
   if (!wasmPromise) {
     wasmPromise = (async () => {
       const m = await import('../wasm/kanoclip.js');
-      await m.default({ module_or_path: new URL('../wasm/kanoclip_bg.wasm', import.meta.url) });
+      const exports = await m.default({ module_or_path: new URL('../wasm/kanoclip_bg.wasm', import.meta.url) });
+      wasmMemory = exports.memory;
       return m;
     })();
   }
@@ -72,6 +95,10 @@ export function createEngine(post: (r: Reply, transfer?: Transferable[]) => void
         case 'panic':
           m.debugPanic();
           return;
+        case 'stats': {
+          post({ id, type: 'ok', value: { wasmBytes: wasmMemory?.buffer.byteLength ?? null, gpuBuffersLive: gpu.live, gpuBuffersCreated: gpu.created } });
+          return;
+        }
         case 'encoded':
         case 'rgba': {
           const d = need(detector);

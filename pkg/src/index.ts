@@ -3,10 +3,10 @@
 // anywhere. Inference runs in a Web Worker by default, one request at a time.
 
 import { createEngine } from './engine.js';
-import type { BackendChoice, Progress, Ready, Reply, Request, RequestBody } from './protocol.js';
+import type { BackendChoice, Progress, Ready, Reply, Request, RequestBody, Stats } from './protocol.js';
 import { turbo } from './turbo.js';
 
-export type { BackendChoice, Progress } from './protocol.js';
+export type { BackendChoice, Progress, Stats } from './protocol.js';
 export { CACHE_NAME } from './weights.js';
 
 export type ImageInput =
@@ -253,6 +253,11 @@ export class Detector {
     this.#transport?.terminate();
     for (const [, p] of this.#pending) p.reject(new Error('kanoclip: the detector was disposed'));
     this.#pending.clear();
+  }
+
+  /** Memory and GPU-buffer figures of the engine (wasm memory size, live WebGPU buffers). */
+  async stats(): Promise<Stats> {
+    return (await this.#enqueue(() => this.#request({ type: 'stats' }, []))) as Stats;
   }
 
   /** For tests: make the wasm module panic; the next call restarts it. */

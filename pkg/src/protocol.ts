@@ -17,7 +17,17 @@ export type Request =
   | { id: number; type: 'rgba'; rgba: Uint8Array; width: number; height: number }
   | { id: number; type: 'threshold'; value: number }
   | { id: number; type: 'calibrate'; scores: number[] }
-  | { id: number; type: 'panic' };
+  | { id: number; type: 'panic' }
+  | { id: number; type: 'stats' };
+
+/** Engine statistics (for tests and diagnostics). */
+export interface Stats {
+  /** Size of the wasm linear memory. */
+  wasmBytes: number | null;
+  /** WebGPU buffers alive now, and made in all. */
+  gpuBuffersLive: number;
+  gpuBuffersCreated: number;
+}
 
 /** A request without its id (the sender numbers it). */
 export type RequestBody = Request extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;

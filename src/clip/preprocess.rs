@@ -28,7 +28,11 @@ pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage> {
             .with_guessed_format()
             .map_err(|e| Error::Image(format!("cannot read: {e}")))
     };
-    let probe = reader()?;
+    let mut probe = reader()?;
+    // Only the header is parsed here; the pixel limits apply to the decode below. (With
+    // the default limits, a header that claims a huge size fails as "Memory limit
+    // exceeded", which does not say what is wrong.)
+    probe.no_limits();
     if probe.format().is_none() {
         return Err(Error::Image(
             "not a supported image format (PNG, JPEG, BMP, TIFF, WebP)".into(),
