@@ -183,7 +183,13 @@ pub fn run(args: DetectArgs) -> Result<()> {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         );
-        rows.push(inspect(&detector, file, &args.out, args.raw_maps, &mut used));
+        rows.push(inspect(
+            &detector,
+            file,
+            &args.out,
+            args.raw_maps,
+            &mut used,
+        ));
         bar.inc(1);
     }
     bar.finish_and_clear();
