@@ -28,10 +28,16 @@ pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage> {
             .with_guessed_format()
             .map_err(|e| Error::Image(format!("cannot read: {e}")))
     };
+    // The size, from the header alone, by `imagesize`: the decoders' own header parsing
+    // fails on a huge claimed size with "Memory limit exceeded" (on wasm32, whose usize is
+    // 32 bits, even without limits), which does not say what is wrong.
+    if let Ok(size) = imagesize::blob_size(bytes) {
+        check_size(
+            u32::try_from(size.width).unwrap_or(u32::MAX),
+            u32::try_from(size.height).unwrap_or(u32::MAX),
+        )?;
+    }
     let mut probe = reader()?;
-    // Only the header is parsed here; the pixel limits apply to the decode below. (With
-    // the default limits, a header that claims a huge size fails as "Memory limit
-    // exceeded", which does not say what is wrong.)
     probe.no_limits();
     if probe.format().is_none() {
         return Err(Error::Image(
