@@ -18,6 +18,7 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from head_reference import Adapter, XAttn, encode_prompts  # noqa: E402
 from make_fixtures import vision_forward  # noqa: E402
 
+torch.set_grad_enabled(True)  # make_fixtures turns gradients off on import
 THREADS = int(sys.argv[1]) if len(sys.argv) > 1 else 2
 torch.set_num_threads(THREADS)
 torch.manual_seed(111)
@@ -82,7 +83,7 @@ def head_step(feats, masks, labels):
     opt.zero_grad()
     loss.backward()
     opt.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 images = torch.randn(8, 3, size, size, generator=g)
@@ -100,5 +101,5 @@ for _ in range(3):
     step_ms.append(1000 * (time.perf_counter() - t0))
 f, s = statistics.median(feat_ms), statistics.median(step_ms)
 print(f"torch {torch.__version__}, open_clip {open_clip.__version__}, {THREADS} threads: "
-      f"train step batch 8 at 224 (median of 3): frozen features {f:.0} ms, head step {s:.0} ms, "
-      f"without cache {f + s:.0} ms")
+      f"train step batch 8 at 224 (median of 3): frozen features {f:.0f} ms, head step {s:.0f} ms, "
+      f"without cache {f + s:.0f} ms")
