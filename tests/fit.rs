@@ -306,8 +306,7 @@ fn a_nan_loss_stops_and_keeps_the_last_good_checkpoint() {
         &opts(out.clone(), None, true, None),
         |_, _, _, _| {},
     )
-    .err()
-    .expect("must stop");
+    .expect_err("must stop");
     assert!(e.to_string().contains("not finite"), "{e}");
     assert!(head_bytes(&out) == head, "head file changed");
     assert!(
@@ -327,8 +326,7 @@ fn a_failed_write_keeps_the_old_file() {
         f.write_all(b"half a ")?;
         Err(std::io::Error::from(std::io::ErrorKind::StorageFull))
     })
-    .err()
-    .expect("must fail");
+    .expect_err("must fail");
     assert!(e.to_string().contains("head.safetensors"), "{e}");
     assert_eq!(std::fs::read(&path).unwrap(), b"the good head");
     let left: Vec<_> = std::fs::read_dir(&dir)

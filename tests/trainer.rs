@@ -203,7 +203,7 @@ fn a_nan_loss_stops_and_leaves_the_head_unchanged() {
     let before = head_values(&t);
     let mut b = batch(&t, &device);
     b.vision.global = b.vision.global.mul_scalar(f32::NAN);
-    let e = t.step(b).err().expect("a NaN loss is an error");
+    let e = t.step(b).expect_err("a NaN loss is an error");
     assert!(e.to_string().contains("not finite"), "{e}");
     assert_eq!(head_values(&t), before);
     // …and the trainer still works.

@@ -26,7 +26,7 @@ use super::metrics::{PIXEL_BINS, PixelHistogram};
 /// Labels of the 8-connected components of `mask` (`width × height`, row-major):
 /// 0 for background, `1..=n` for the regions, and `n`.
 pub fn regions(mask: &[bool], width: usize) -> (Vec<u32>, u32) {
-    let height = if width == 0 { 0 } else { mask.len() / width };
+    let height = mask.len().checked_div(width).unwrap_or(0);
     let mut labels = vec![0u32; mask.len()];
     let mut n = 0;
     let mut stack = Vec::new();

@@ -55,7 +55,12 @@ enum Failure {
 
 impl ChatClient {
     pub fn new(opts: ChatOptions) -> Result<Self> {
-        if !(opts.rate > 0.0) || !(opts.timeout > 0.0) {
+        // Written to refuse NaN too.
+        if !(opts.rate.is_finite()
+            && opts.rate > 0.0
+            && opts.timeout.is_finite()
+            && opts.timeout > 0.0)
+        {
             return Err(Error::Invalid("rate and timeout must be positive".into()));
         }
         let base = opts.endpoint.trim_end_matches('/');
