@@ -40,6 +40,11 @@ fn data(dir: &Path) -> Dataset {
 }
 
 fn trainer(cfg: TrainConfig) -> Trainer {
+    trainer_at(cfg, 32)
+}
+
+/// A trainer of the tiny fixture model at `input_size`.
+fn trainer_at(cfg: TrainConfig, input_size: usize) -> Trainer {
     let device = Device::flex().autodiff();
     let clip = Clip::from_files(
         fixture("tiny_quickgelu_config.json"),
@@ -49,7 +54,7 @@ fn trainer(cfg: TrainConfig) -> Trainer {
     .unwrap();
     let kb = KnowledgeBase::from_file(fixture("knowledge_small.json")).unwrap();
     let mut det = DetectorConfig::for_clip(&clip.config);
-    det.input_size = 32;
+    det.input_size = input_size;
     let head = HeadConfig {
         levels: det.taps.len(),
         ..HeadConfig::default()
@@ -379,23 +384,7 @@ fn training_on_synthetic_defects_beats_untrained_and_training_free() {
     let train = Dataset::load(dir.join("train"), Format::Mvtec).unwrap();
     let held = Dataset::load(dir.join("held"), Format::Mvtec).unwrap();
 
-    let with_size = |t: TrainConfig| {
-        let device = Device::flex().autodiff();
-        let clip = Clip::from_files(
-            fixture("tiny_quickgelu_config.json"),
-            fixture("tiny_quickgelu.safetensors"),
-            &device,
-        )
-        .unwrap();
-        let kb = KnowledgeBase::from_file(fixture("knowledge_small.json")).unwrap();
-        let mut det = DetectorConfig::for_clip(&clip.config);
-        det.input_size = 64;
-        let head = HeadConfig {
-            levels: det.taps.len(),
-            ..HeadConfig::default()
-        };
-        Trainer::new(clip, &kb, &Tokenizer::new().unwrap(), head, det, t).unwrap()
-    };
+    let with_size = |t: TrainConfig| trainer_at(t, 64);
     let untrained_path = dir.join("untrained.safetensors");
     let fresh = with_size(TrainConfig::default());
     kanoclip::head::file::save_head(&untrained_path, fresh.head(), &fresh.meta()).unwrap();

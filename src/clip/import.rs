@@ -223,6 +223,23 @@ pub fn is_vision_tensor(name: &str) -> bool {
         || name == "visual_projection.weight"
 }
 
+/// Open the weights: the reader, the layout, and the fingerprint of the patch conv.
+fn open<'a>(
+    cfg: &ClipConfig,
+    bytes: &'a [u8],
+    device: &Device,
+) -> Result<(WeightReader<'a>, Layout, String)> {
+    cfg.validate()?;
+    let mut r = WeightReader::new(bytes, device)?;
+    let layout = Layout::detect(&r)?;
+    let conv = match layout {
+        Layout::OpenClip => "visual.conv1.weight",
+        Layout::HuggingFace => "vision_model.embeddings.patch_embedding.weight",
+    };
+    let fingerprint = r.f16_digest(conv).unwrap_or_default();
+    Ok((r, layout, fingerprint))
+}
+
 /// Load only the image tower (for the browser bundle, which carries no text tower), with
 /// the weights' fingerprint. Tensors of other parts are not read.
 pub fn load_vision(
@@ -230,14 +247,7 @@ pub fn load_vision(
     bytes: &[u8],
     device: &Device,
 ) -> Result<(VisionTower, String)> {
-    cfg.validate()?;
-    let mut r = WeightReader::new(bytes, device)?;
-    let layout = Layout::detect(&r)?;
-    let conv = match layout {
-        Layout::OpenClip => "visual.conv1.weight",
-        Layout::HuggingFace => "vision_model.embeddings.patch_embedding.weight",
-    };
-    let fingerprint = r.f16_digest(conv).unwrap_or_default();
+    let (mut r, layout, fingerprint) = open(cfg, bytes, device)?;
     let vision = read_vision(&mut r, layout, cfg);
     r.finish(|name| ignorable(name) || !is_vision_tensor(name))?;
     Ok((vision, fingerprint))
@@ -245,14 +255,7 @@ pub fn load_vision(
 
 /// Load a full CLIP model from safetensors bytes.
 pub fn load_clip(cfg: &ClipConfig, bytes: &[u8], device: &Device) -> Result<Clip> {
-    cfg.validate()?;
-    let mut r = WeightReader::new(bytes, device)?;
-    let layout = Layout::detect(&r)?;
-    let conv = match layout {
-        Layout::OpenClip => "visual.conv1.weight",
-        Layout::HuggingFace => "vision_model.embeddings.patch_embedding.weight",
-    };
-    let fingerprint = r.f16_digest(conv).unwrap_or_default();
+    let (mut r, layout, fingerprint) = open(cfg, bytes, device)?;
     let vision = read_vision(&mut r, layout, cfg);
     let text = read_text(&mut r, layout, cfg);
     let logit_scale = r.scalar("logit_scale");
