@@ -93,30 +93,12 @@ impl<'a> WeightReader<'a> {
                 view.shape()
             ));
         }
-        let bytes = view.data();
-        let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::F64 => bytes
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
-                .collect(),
-            other => {
-                return Err(format!(
-                    "tensor `{name}` has dtype {other:?}, expected a float type"
-                ));
-            }
-        };
+        let values = float_values(view.dtype(), view.data()).ok_or_else(|| {
+            format!(
+                "tensor `{name}` has dtype {:?}, expected a float type",
+                view.dtype()
+            )
+        })?;
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
             return Err(format!(
                 "tensor `{name}` holds a non-finite value at element {i}"
@@ -147,4 +129,28 @@ impl<'a> WeightReader<'a> {
             Err(Error::WeightsMismatch(problems))
         }
     }
+}
+
+/// The values of a float tensor's little-endian bytes as f32, or `None` for a non-float
+/// dtype.
+pub fn float_values(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+            .collect(),
+        _ => return None,
+    })
 }

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use super::{Detector, DetectorConfig};
 use crate::clip::ClipConfig;
 use crate::clip::import::load_vision;
+use crate::clip::safetensors_reader::float_values;
 use crate::error::{Error, Result};
 use crate::head::BackboneId;
 use crate::head::file::load_head;
@@ -95,26 +96,8 @@ pub fn convert_dtype(bytes: &[u8], f16: bool, keep: impl Fn(&str) -> bool) -> Re
     let mut data = Vec::with_capacity(names.len());
     for name in &names {
         let t = st.tensor(name).map_err(|e| bad(e.to_string()))?;
-        let raw = t.data();
-        let values: Vec<f32> = match t.dtype() {
-            Dtype::F32 => raw
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => raw
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => raw
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::F64 => raw
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
-                .collect(),
-            other => return Err(bad(format!("{name}: unsupported dtype {other:?}"))),
-        };
+        let values = float_values(t.dtype(), t.data())
+            .ok_or_else(|| bad(format!("{name}: unsupported dtype {:?}", t.dtype())))?;
         let encoded: Vec<u8> = if f16 {
             values
                 .iter()
