@@ -125,6 +125,16 @@ impl ChatClient {
         })
     }
 
+    /// A failure to send or to read the answer: always worth another try.
+    fn transport(&self, e: ureq::Error) -> Failure {
+        match e {
+            ureq::Error::Timeout(_) => {
+                Failure::Retry(format!("timed out after {} s", self.opts.timeout), None)
+            }
+            e => Failure::Retry(e.to_string(), None),
+        }
+    }
+
     fn attempt(&self, body: &str) -> std::result::Result<String, Failure> {
         self.wait_for_rate();
         let mut req = self
@@ -134,16 +144,7 @@ impl ChatClient {
         if let Some(key) = &self.opts.api_key {
             req = req.header("Authorization", format!("Bearer {key}"));
         }
-        let mut resp = match req.send(body) {
-            Ok(r) => r,
-            Err(ureq::Error::Timeout(_)) => {
-                return Err(Failure::Retry(
-                    format!("timed out after {} s", self.opts.timeout),
-                    None,
-                ));
-            }
-            Err(e) => return Err(Failure::Retry(e.to_string(), None)),
-        };
+        let mut resp = req.send(body).map_err(|e| self.transport(e))?;
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
@@ -151,16 +152,10 @@ impl ChatClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<f64>().ok())
             .map(|s| Duration::from_secs_f64(s.clamp(0.0, MAX_WAIT.as_secs_f64())));
-        let text = match resp.body_mut().read_to_string() {
-            Ok(t) => t,
-            Err(ureq::Error::Timeout(_)) => {
-                return Err(Failure::Retry(
-                    format!("timed out after {} s", self.opts.timeout),
-                    None,
-                ));
-            }
-            Err(e) => return Err(Failure::Retry(e.to_string(), None)),
-        };
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| self.transport(e))?;
         let excerpt: String = text.chars().take(200).collect();
         match status {
             200..=299 => {}
