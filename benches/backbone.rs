@@ -6,106 +6,14 @@
 //!
 //! The weights are random: these are timings, not accuracy.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use kanoclip::clip::embed::{image_batch, to_vec};
+mod common;
+use common::{B16, ms, peak_rss_mib, random_weights};
+
 use kanoclip::clip::{Clip, ClipConfig, Tokenizer, VvOptions};
 use kanoclip::device::{BackendKind, device};
-
-const B16: &str = r#"{"embed_dim": 512, "quick_gelu": true,
-  "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 16},
-  "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12}}"#;
-
-/// Random open_clip-named weights for `cfg` (normal-ish, std 0.02; layer norms at 1/0).
-fn random_weights(cfg: &ClipConfig) -> Vec<u8> {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        // Sum of 4 uniforms: close enough to a normal for a timing run.
-        (0..4)
-            .map(|i| ((state.rotate_left(i * 16) & 0xffff) as f32 / 65535.0) - 0.5)
-            .sum::<f32>()
-            * 0.035
-    };
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    let mut add = |name: String, shape: Vec<usize>, fill: Option<f32>| {
-        let n: usize = shape.iter().product();
-        let bytes = (0..n)
-            .flat_map(|_| fill.unwrap_or_else(&mut next).to_le_bytes())
-            .collect();
-        tensors.push((name, shape, bytes));
-    };
-    let (v, t, d) = (&cfg.vision, &cfg.text, cfg.embed_dim);
-    let (vw, tw, g) = (v.tower.width, t.tower.width, cfg.grid());
-    let mut blocks = |prefix: &str, layers: usize, w: usize, m: usize| {
-        for i in 0..layers {
-            let p = format!("{prefix}{i}.");
-            for ln in ["ln_1", "ln_2"] {
-                add(format!("{p}{ln}.weight"), vec![w], Some(1.0));
-                add(format!("{p}{ln}.bias"), vec![w], Some(0.0));
-            }
-            add(format!("{p}attn.in_proj_weight"), vec![3 * w, w], None);
-            add(format!("{p}attn.in_proj_bias"), vec![3 * w], None);
-            add(format!("{p}attn.out_proj.weight"), vec![w, w], None);
-            add(format!("{p}attn.out_proj.bias"), vec![w], None);
-            add(format!("{p}mlp.c_fc.weight"), vec![m, w], None);
-            add(format!("{p}mlp.c_fc.bias"), vec![m], None);
-            add(format!("{p}mlp.c_proj.weight"), vec![w, m], None);
-            add(format!("{p}mlp.c_proj.bias"), vec![w], None);
-        }
-    };
-    blocks(
-        "visual.transformer.resblocks.",
-        v.tower.layers,
-        vw,
-        v.tower.mlp_width,
-    );
-    blocks(
-        "transformer.resblocks.",
-        t.tower.layers,
-        tw,
-        t.tower.mlp_width,
-    );
-    for (name, shape, fill) in [
-        (
-            "visual.conv1.weight",
-            vec![vw, 3, v.patch_size, v.patch_size],
-            None,
-        ),
-        ("visual.class_embedding", vec![vw], None),
-        ("visual.positional_embedding", vec![g * g + 1, vw], None),
-        ("visual.ln_pre.weight", vec![vw], Some(1.0)),
-        ("visual.ln_pre.bias", vec![vw], Some(0.0)),
-        ("visual.ln_post.weight", vec![vw], Some(1.0)),
-        ("visual.ln_post.bias", vec![vw], Some(0.0)),
-        ("visual.proj", vec![vw, d], None),
-        ("token_embedding.weight", vec![t.vocab_size, tw], None),
-        ("positional_embedding", vec![t.context_length, tw], None),
-        ("ln_final.weight", vec![tw], Some(1.0)),
-        ("ln_final.bias", vec![tw], Some(0.0)),
-        ("text_projection", vec![tw, d], None),
-        ("logit_scale", vec![], Some(4.6052)),
-    ] {
-        add(name.to_string(), shape, fill);
-    }
-    let views: Vec<_> = tensors
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize(views, None).unwrap()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
+use kanoclip::{clip::preprocess::image_batch, tensor_io::to_vec};
 
 fn main() {
     let cfg = ClipConfig::from_json_str(B16).unwrap();
@@ -150,7 +58,9 @@ fn main() {
         let clip = Clip::from_safetensors(&cfg, &bytes, &dev).unwrap();
         let load = t0.elapsed();
         let t0 = Instant::now();
-        let batch = image_batch(std::slice::from_ref(&image), 224, &dev).unwrap();
+        let batch = image_batch(std::slice::from_ref(&image), 224, &dev)
+            .unwrap()
+            .0;
         let pre = t0.elapsed();
         let mut vision = Vec::new();
         for _ in 0..3 {
@@ -232,7 +142,7 @@ fn train_step_timing(
     let (mut feat, mut read, mut step) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..3 {
         let t0 = Instant::now();
-        let x = image_batch(&images, 224, &dev).unwrap();
+        let x = image_batch(&images, 224, &dev).unwrap().0;
         let split = split_features(t.features(x)).unwrap();
         feat.push(ms(t0.elapsed()));
         for (i, f) in split.iter().enumerate() {
@@ -279,8 +189,8 @@ fn detect_timings(
     dev: &burn::prelude::Device,
     kind: BackendKind,
 ) {
+    use kanoclip::detect::head_file::HeadMeta;
     use kanoclip::detect::{Detector, DetectorConfig};
-    use kanoclip::head::file::HeadMeta;
     use kanoclip::head::{BackboneId, Head, HeadConfig};
     let clip = Clip::from_safetensors(cfg, bytes, dev).unwrap();
     let detector = DetectorConfig::for_clip(cfg);
@@ -316,16 +226,4 @@ fn detect_timings(
         "{kind:<6} detect (512x512 JPEG, trained-mode head, warm): preprocess {p:.1} ms, backbone {b:.0} ms, head {h:.0} ms, postprocess {q:.1} ms, total {:.0} ms",
         p + b + h + q
     );
-}
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
-        })
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }

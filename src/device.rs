@@ -41,10 +41,17 @@ pub async fn device(kind: BackendKind) -> Result<Device> {
         #[cfg(feature = "cuda")]
         BackendKind::Cuda => Ok(Device::cuda(0)),
         #[allow(unreachable_patterns)]
-        other => Err(Error::Backend(format!(
+        other => Err(Error::BackendUnavailable(format!(
             "this build has no `{other}` backend (enable its cargo feature)"
         ))),
     }
+}
+
+/// [`device`], waited for on this thread (native programs; browsers must await
+/// [`device`] instead).
+#[cfg(feature = "native")]
+pub fn device_blocking(kind: BackendKind) -> Result<Device> {
+    pollster::block_on(device(kind))
 }
 
 /// `count` devices of one kind, for data-parallel training: the first `count` discrete
@@ -89,7 +96,7 @@ async fn wgpu_device(discrete: Option<usize>) -> Result<Device> {
     let device = options
         .init_async()
         .await
-        .map_err(|e| Error::Backend(format!("no usable wgpu adapter: {e:?}")))?;
+        .map_err(|e| Error::BackendUnavailable(format!("no usable wgpu adapter: {e}")))?;
     started.push((discrete, device.clone()));
     Ok(device)
 }

@@ -4,24 +4,57 @@
 //! written once and runs on whichever device is chosen at run time: Burn's `flex` CPU backend,
 //! or wgpu (Vulkan, Metal, DX12 natively; WebGPU in browsers).
 //!
+//! Start with [`Detector::from_files`]:
+//!
+//! ```no_run
+//! use kanoclip::{BackendKind, Detector, DetectorSource, Knowledge};
+//! let detector = Detector::from_files(
+//!     "weights/vit-b-16/clip_config.json",
+//!     "weights/vit-b-16/open_clip_model.safetensors",
+//!     DetectorSource::TrainingFree(Knowledge::Industrial),
+//!     BackendKind::Cpu,
+//! )?;
+//! let found = detector.detect(&kanoclip::load_image("part.png")?)?;
+//! # Ok::<(), kanoclip::Error>(())
+//! ```
+//!
+//! The parts, in the direction they depend on each other:
 //! - [`clip`]: the frozen CLIP backbone with the CLIP-VV dual path (spec §1–§2).
-//! - [`head`]: KAnoCLIP's anomaly head: knowledge base, KnPL prompts, Bi-CMCI,
-//!   Conv-Adapter, and the head file (spec §3–§5).
-//! - [`detect`]: the detection API, maps, calibration and rendering (spec §7).
-//! - [`device`]: picking a backend at run time.
-//! - `web` (wasm32 only): the wasm-bindgen exports for the browser package.
+//! - [`head`]: KAnoCLIP's anomaly head: knowledge base, KnPL prompts, Bi-CMCI and the
+//!   Conv-Adapter (spec §3–§5).
+//! - [`detect`]: the detection API, head files, maps, calibration, rendering and the
+//!   browser bundle (spec §7).
+//! - [`eval`]: the metrics; `train` (native, feature `train`): data sets, losses, the
+//!   trainer.
+//! - [`device`]: picking a backend at run time. `web` (wasm32 only): the wasm-bindgen
+//!   exports for the browser package.
+#![warn(missing_docs)]
 
-pub mod atomic;
+pub(crate) mod atomic;
 pub mod clip;
 pub mod detect;
 pub mod device;
 pub mod error;
 pub mod eval;
 pub mod head;
+pub mod tensor_io;
 #[cfg(feature = "train")]
 pub mod train;
 // Compiles to nothing except on wasm32 (the module's own `#![cfg]`).
 #[cfg(feature = "webgpu")]
 pub mod web;
 
+/// The `kanoclip` command line (what `src/main.rs` runs).
+#[cfg(all(feature = "cli", feature = "train"))]
+#[doc(hidden)]
+pub mod cli;
+
+#[cfg(test)]
+mod test_util;
+
+pub use clip::preprocess::{decode_image, load_image};
+pub use clip::{Clip, ClipConfig, Tokenizer};
+pub use detect::{AnomalyMap, Calibration, Detection, Detector, DetectorConfig, DetectorSource};
+pub use device::BackendKind;
 pub use error::{Error, Result};
+pub use head::knowledge::Knowledge;

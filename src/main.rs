@@ -1,7 +1,5 @@
-//! The `kanoclip` command line.
-
-mod cli;
+//! The `kanoclip` command line (its code is the library's `cli` module).
 
 fn main() -> std::process::ExitCode {
-    cli::main()
+    kanoclip::cli::main()
 }

@@ -15,17 +15,18 @@
 use std::rc::Rc;
 
 use image::{DynamicImage, RgbaImage};
-use js_sys::{Float32Array, Object, Promise, Reflect};
+use js_sys::{Float32Array, Promise, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::clip::preprocess::{MAX_PIXELS, decode_image};
 use crate::detect::bundle::Manifest;
-use crate::detect::{Detection, Detector, calibration_rule};
+use crate::detect::{Detection, Detector, JsDetection, calibration_rule};
 use crate::device::{BackendKind, device};
 use crate::error::Error;
 
 #[wasm_bindgen(start)]
+/// Runs when the module is instantiated: panics go to the console with their message.
 pub fn start() {
     console_error_panic_hook::set_once();
 }
@@ -34,38 +35,23 @@ fn js_err(e: Error) -> JsError {
     JsError::new(&e.to_string())
 }
 
-/// A detector loaded from a web bundle.
+/// A detector loaded from a web bundle. The detector owns the threshold.
 #[wasm_bindgen]
 pub struct WebDetector {
     inner: Rc<Detector>,
-    threshold: f64,
     backend: String,
     notice: Option<String>,
 }
 
-fn set(o: &Object, k: &str, v: impl Into<JsValue>) -> Result<(), JsError> {
-    Reflect::set(o, &JsValue::from_str(k), &v.into())
-        .map(|_| ())
-        .map_err(|_| JsError::new("cannot build the result object"))
-}
-
-fn to_js(d: &Detection, threshold: f64, backend: &str, total_ms: f64) -> Result<JsValue, JsError> {
-    let o = Object::new();
-    set(&o, "score", d.score)?;
-    set(&o, "isAnomalous", f64::from(d.score) >= threshold)?;
-    set(&o, "threshold", threshold)?;
-    set(&o, "globalProbability", d.global_probability)?;
-    set(&o, "map", Float32Array::from(d.map.values.as_slice()))?;
-    set(&o, "width", d.map.width)?;
-    set(&o, "height", d.map.height)?;
-    set(&o, "backend", backend)?;
-    let t = Object::new();
-    set(&t, "preprocessMs", d.timings.preprocess_ms)?;
-    set(&t, "forwardMs", d.timings.backbone_ms + d.timings.head_ms)?;
-    set(&t, "postprocessMs", d.timings.postprocess_ms)?;
-    set(&t, "totalMs", total_ms)?;
-    set(&o, "timings", t)?;
-    Ok(o.into())
+/// The result object: [`JsDetection`] through `serde-wasm-bindgen`, plus the map as a
+/// `Float32Array` (one copy out of wasm memory, transferred to the page without another).
+fn to_js(d: &Detection, backend: &str, total_ms: f64) -> Result<JsValue, JsError> {
+    let o = serde_wasm_bindgen::to_value(&JsDetection::new(d, backend, total_ms))
+        .map_err(|e| JsError::new(&format!("cannot build the result object: {e}")))?;
+    let map = Float32Array::from(d.map.values.as_slice());
+    Reflect::set(&o, &JsValue::from_str("map"), &map)
+        .map_err(|_| JsError::new("cannot build the result object"))?;
+    Ok(o)
 }
 
 #[wasm_bindgen]
@@ -101,7 +87,6 @@ impl WebDetector {
         let detector = m.detector(&vision, head, &dev).map_err(js_err)?;
         Ok(WebDetector {
             inner: Rc::new(detector),
-            threshold: m.threshold,
             backend: name.into(),
             notice: m.notice.clone(),
         })
@@ -112,23 +97,20 @@ impl WebDetector {
         self.backend.clone()
     }
 
+    /// The decision threshold (the bundle's until set).
     pub fn threshold(&self) -> f64 {
-        self.threshold
+        self.inner.threshold()
     }
 
+    /// The bundle's notice for people (e.g. that the model is untrained), if any.
     pub fn notice(&self) -> Option<String> {
         self.notice.clone()
     }
 
+    /// Set the decision threshold (a finite number).
     #[wasm_bindgen(js_name = setThreshold)]
-    pub fn set_threshold(&mut self, threshold: f64) -> Result<(), JsError> {
-        if !threshold.is_finite() {
-            return Err(JsError::new(&format!(
-                "threshold {threshold} is not a finite number"
-            )));
-        }
-        self.threshold = threshold;
-        Ok(())
+    pub fn set_threshold(&self, threshold: f64) -> Result<(), JsError> {
+        self.inner.set_threshold(threshold).map_err(js_err)
     }
 
     /// Detect on an encoded image file (PNG, JPEG, BMP, TIFF, WebP), decoded here with the
@@ -167,7 +149,7 @@ impl WebDetector {
 
     fn run(&self, image: DynamicImage) -> Promise {
         let detector = self.inner.clone();
-        let (threshold, backend) = (self.threshold, self.backend.clone());
+        let backend = self.backend.clone();
         future_to_promise(async move {
             let t0 = web_time::Instant::now();
             let mut found = detector
@@ -178,7 +160,7 @@ impl WebDetector {
                 .pop()
                 .ok_or_else(|| JsValue::from(JsError::new("no result")))?;
             let total = t0.elapsed().as_secs_f64() * 1e3;
-            to_js(&d, threshold, &backend, total).map_err(JsValue::from)
+            to_js(&d, &backend, total).map_err(JsValue::from)
         })
     }
 }

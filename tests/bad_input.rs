@@ -246,10 +246,30 @@ fn bad_images_are_refused_with_reasons() {
         decode_image(b"<svg xmlns='http://www.w3.org/2000/svg'/>"),
         "not a supported image format",
     );
-    is_image_err(decode_image(&png_header(60000, 60000)), "over the limit");
+    match decode_image(&png_header(60000, 60000)).unwrap_err() {
+        Error::ImageTooLarge {
+            width: 60000,
+            height: 60000,
+            limit: 100_000_000,
+        } => {}
+        e => panic!("want ImageTooLarge, got {e}"),
+    }
     is_image_err(decode_image(&png_header(0, 10)), "");
     let png = std::fs::read(fixture("images/tiny_quickgelu_0.png")).unwrap();
     is_image_err(decode_image(&png[..png.len() / 2]), "");
+    // A file's errors name the file and keep their variant underneath.
+    let dir = std::env::temp_dir().join(format!("kanoclip-badimg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("cut.png");
+    std::fs::write(&path, &png[..png.len() / 2]).unwrap();
+    let e = load_image(&path).unwrap_err();
+    assert!(
+        matches!(&e, Error::InFile { path: p, .. } if p == &path)
+            && matches!(e.root(), Error::Image(_))
+            && e.to_string().contains("cut.png"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(dir).ok();
 }
 
 fn encode(img: &DynamicImage) -> Vec<u8> {
@@ -329,4 +349,55 @@ fn resizing_agrees_with_pil_bicubic_within_a_pixel_level() {
         / want.len() as f32;
     let max = common::max_abs_diff(&got.pixels, &want);
     assert!(mean < 0.02 && max < 0.1, "mean {mean}, max {max}");
+}
+
+/// Thin strips and 1-px lines: the model input is made from a window around the crop, so
+/// memory follows the input size, never the image's long side; the result matches the
+/// whole-image resize (torchvision's way) closely, and maps come back at the image's size.
+#[test]
+fn extreme_aspect_ratios_preprocess_in_bounded_memory() {
+    // A smooth wide image small enough to resize whole, for the reference.
+    let (w, h, size) = (3000u32, 60u32, 32u32);
+    let img = ImageBuffer::from_fn(w, h, |x, y| {
+        let v = |k: f32| ((x as f32 / 97.0 + y as f32 / 13.0 + k).sin() * 100.0 + 128.0) as u8;
+        Rgb([v(0.0), v(1.0), v(2.0)])
+    });
+    let g = Geometry::new(w, h, size);
+    assert_eq!((g.resized, g.crop), ((1600, 32), (784, 0)));
+    let whole = image::imageops::resize(&img, 1600, 32, image::imageops::FilterType::CatmullRom);
+    let got = preprocess(&DynamicImage::ImageRgb8(img.clone()), size).unwrap();
+    let s = size as usize;
+    let mut worst = 0.0f32;
+    for y in 0..s {
+        for x in 0..s {
+            let p = whole.get_pixel(784 + x as u32, y as u32);
+            let want = (f32::from(p[0]) / 255.0 - kanoclip::clip::preprocess::CLIP_MEAN[0])
+                / kanoclip::clip::preprocess::CLIP_STD[0];
+            worst = worst.max((got.pixels[y * s + x] - want).abs());
+        }
+    }
+    // A sub-pixel shift of a smooth image: under 4 grey levels (in normalised units).
+    assert!(
+        worst < 4.0 / 255.0 / 0.268,
+        "window resize differs by {worst}"
+    );
+
+    // 1 px high and 1 px wide, up to what the pixel limit allows in a test's time.
+    for (w, h) in [(2_000_000u32, 1u32), (1, 300_000), (7, 1), (1, 1)] {
+        let img = DynamicImage::ImageRgb8(ImageBuffer::from_fn(w, h, |x, y| {
+            Rgb([(x % 251) as u8, (y % 241) as u8, 7])
+        }));
+        let p = preprocess(&img, 224).unwrap();
+        assert_eq!(p.pixels.len(), 3 * 224 * 224);
+        assert!(p.pixels.iter().all(|v| v.is_finite()));
+        assert_eq!(p.geometry.original, (w, h));
+        let map = vec![0.5f32; 224 * 224];
+        let back = kanoclip::detect::maps::to_original(&map, &p.geometry);
+        assert_eq!(back.len(), w as usize * h as usize);
+        assert!(back.iter().all(|v| (0.0..=0.5).contains(v)));
+    }
+    // The resized long side of a 100-megapixel line passes u32::MAX: no wrap-around.
+    let g = Geometry::new(100_000_000, 1, 224);
+    assert_eq!(g.resized, (22_400_000_000, 224));
+    assert_eq!(g.crop, (11_199_999_888, 0));
 }

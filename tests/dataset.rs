@@ -140,6 +140,27 @@ fn loco_visa_and_folder_layouts_load() {
         problems(Dataset::load(&visa, Format::Visa).unwrap_err())[0]
             .contains("expected the columns")
     );
+    // CSV entries must stay inside the data root: `..`, absolute paths, in images and masks.
+    for (image, mask) in [
+        ("../outside.png", ""),
+        ("/etc/passwd", ""),
+        ("candle/../../x.png", ""),
+        ("candle/a.png", "../../secret_mask.png"),
+    ] {
+        std::fs::write(
+            visa.join("split_csv/1cls.csv"),
+            format!("object,split,label,image,mask\ncandle,test,anomaly,{image},{mask}\n"),
+        )
+        .unwrap();
+        let p = problems(Dataset::load(&visa, Format::Visa).unwrap_err());
+        let bad = if mask.is_empty() { image } else { mask };
+        assert!(
+            p.iter().any(|m| m.contains("line 2")
+                && m.contains(bad)
+                && m.contains("leaves the data set")),
+            "{image} / {mask}: {p:?}"
+        );
+    }
 
     // Folder: normal/, abnormal/, masks/.
     let folder = scratch("folder");

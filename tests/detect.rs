@@ -41,7 +41,7 @@ fn check(
     want: &serde_json::Value,
     imgs: &[DynamicImage],
 ) -> String {
-    let text = kanoclip::clip::embed::to_vec(detector.text_features().clone()).unwrap();
+    let text = kanoclip::tensor_io::to_vec(detector.text_features().clone()).unwrap();
     let e_text = max_abs_diff(&text, &flatten(&want["text"]));
     let got = detector.detect_batch(imgs).unwrap();
     let mut e_score: f32 = 0.0;
@@ -164,7 +164,7 @@ fn calibration_rule_is_mean_plus_three_std_above_the_max() {
     let case = case();
     let device = backends().remove(0).1;
     let tokenizer = Tokenizer::new().unwrap();
-    let mut det = Detector::load(
+    let det = Detector::load(
         clip(&case, &device),
         fixture(case["head"].as_str().unwrap()),
         &tokenizer,
@@ -172,7 +172,8 @@ fn calibration_rule_is_mean_plus_three_std_above_the_max() {
     .unwrap();
     let imgs = images(&case);
     let cal = det.calibrate(&imgs).unwrap();
-    assert_eq!(det.config.threshold, cal.threshold);
+    assert_eq!(det.threshold(), cal.threshold);
+    assert_eq!(det.config().threshold, cal.threshold);
     for d in det.detect_batch(&imgs).unwrap() {
         assert!(!d.is_anomalous && f64::from(d.score) < cal.threshold);
     }

@@ -320,27 +320,6 @@ fn a_nan_loss_stops_and_keeps_the_last_good_checkpoint() {
     );
 }
 
-#[test]
-fn a_failed_write_keeps_the_old_file() {
-    let dir = scratch("full");
-    let path = dir.join("head.safetensors");
-    kanoclip::atomic::write(&path, b"the good head").unwrap();
-    // A disk that fills up half-way through the write.
-    let e = kanoclip::atomic::write_with(&path, |f| {
-        use std::io::Write;
-        f.write_all(b"half a ")?;
-        Err(std::io::Error::from(std::io::ErrorKind::StorageFull))
-    })
-    .expect_err("must fail");
-    assert!(e.to_string().contains("head.safetensors"), "{e}");
-    assert_eq!(std::fs::read(&path).unwrap(), b"the good head");
-    let left: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(left.len(), 1, "no temporary file left: {left:?}");
-}
-
 /// Pixel AUROC (mean over categories) of a detector on `data`.
 fn pixel_auroc(detector: &kanoclip::detect::Detector, data: &Dataset) -> f64 {
     kanoclip::train::evaluate::evaluate(detector, data, |_| {})
@@ -387,7 +366,7 @@ fn training_on_synthetic_defects_beats_untrained_and_training_free() {
     let with_size = |t: TrainConfig| trainer_at(t, 64);
     let untrained_path = dir.join("untrained.safetensors");
     let fresh = with_size(TrainConfig::default());
-    kanoclip::head::file::save_head(&untrained_path, fresh.head(), &fresh.meta()).unwrap();
+    kanoclip::detect::head_file::save_head(&untrained_path, fresh.head(), &fresh.meta()).unwrap();
     let trained_path = dir.join("trained.safetensors");
     let mut o = opts(trained_path.clone(), None, false, None);
     o.epochs = 15;

@@ -6,13 +6,13 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use common::{backends, fixture, max_abs_diff};
 use kanoclip::Error;
-use kanoclip::clip::embed::to_vec;
 use kanoclip::clip::{Clip, Tokenizer};
+use kanoclip::detect::head_file::{HeadMeta, load_head, read_meta, save_head};
 use kanoclip::detect::render::{heatmap, overlay};
 use kanoclip::detect::{AnomalyMap, Detector, DetectorConfig};
-use kanoclip::head::file::{HeadMeta, load_head, read_meta, save_head};
 use kanoclip::head::knowledge::KnowledgeBase;
 use kanoclip::head::{BackboneId, Head, HeadConfig};
+use kanoclip::tensor_io::to_vec;
 
 fn tiny(device: &Device) -> Clip {
     Clip::from_files(
@@ -133,21 +133,34 @@ fn head_file_round_trips_and_refuses_bad_files() {
     assert_eq!(d1.score, d2.score);
     assert!(max_abs_diff(&d1.map.values, &d2.map.values) == 0.0);
 
-    let head_err = |r: kanoclip::Result<(Head, HeadMeta)>, want: &str| {
-        let e = r.expect_err("must fail");
-        assert!(
-            matches!(e, Error::Head(_)) && e.to_string().contains(want),
-            "want `{want}`: {e}"
-        );
-    };
-    // Truncated.
+    // Each bad head is refused with its own variant and reason.
+    let head_err =
+        |r: kanoclip::Result<(Head, HeadMeta)>, variant: fn(&Error) -> bool, want: &str| {
+            let e = r.expect_err("must fail");
+            assert!(
+                variant(&e) && e.to_string().contains(want),
+                "want `{want}`: {e}"
+            );
+        };
+    let corrupt = |e: &Error| matches!(e, Error::Head(_));
+    let incompatible = |e: &Error| matches!(e, Error::Incompatible(_));
+    // Truncated: the header cannot be read (cut inside it) or the tensors are short.
     for cut in [0, 10, bytes.len() / 2, bytes.len() - 1] {
-        head_err(load_head(&bytes[..cut], &backbone, 77, &device), "");
+        let e = load_head(&bytes[..cut], &backbone, 77, &device).expect_err("must fail");
+        assert!(
+            matches!(&e, Error::Head(m) if m.contains("not a readable safetensors file"))
+                || matches!(&e, Error::WeightsFormat(m) if m.contains("not a readable safetensors file")),
+            "cut at {cut}: {e}"
+        );
     }
     // Same shapes, other weights.
     let mut other = backbone.clone();
     other.fingerprint = "0".repeat(32);
-    head_err(load_head(&bytes, &other, 77, &device), "another backbone");
+    head_err(
+        load_head(&bytes, &other, 77, &device),
+        incompatible,
+        "another backbone",
+    );
     // A different shape.
     let small = Clip::from_files(
         fixture("small_gelu_config.json"),
@@ -157,6 +170,7 @@ fn head_file_round_trips_and_refuses_bad_files() {
     .unwrap();
     head_err(
         load_head(&bytes, &BackboneId::of(&small), 77, &device),
+        incompatible,
         "another backbone",
     );
     // Infinity inside.
@@ -167,11 +181,21 @@ fn head_file_round_trips_and_refuses_bad_files() {
             (view.dtype(), view.shape().to_vec(), data)
         })
     });
-    head_err(load_head(&poisoned, &backbone, 77, &device), "non-finite");
+    // The tensor's problems stay a list, naming the tensor.
+    match load_head(&poisoned, &backbone, 77, &device).expect_err("must fail") {
+        Error::WeightsMismatch(problems) => assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("adapter.c1.weight") && p.contains("non-finite")),
+            "{problems:?}"
+        ),
+        e => panic!("want WeightsMismatch, got {e}"),
+    }
     // Not a head at all: CLIP weights.
     let clip_bytes = std::fs::read(fixture("tiny_quickgelu.safetensors")).unwrap();
     head_err(
         load_head(&clip_bytes, &backbone, 77, &device),
+        corrupt,
         "not a kanoclip head",
     );
     std::fs::remove_dir_all(dir).ok();
@@ -300,7 +324,7 @@ fn a_head_whose_levels_do_not_match_the_taps_is_refused() {
         .err()
         .expect("must fail");
     assert!(
-        matches!(e, Error::Head(_)) && e.to_string().contains("levels"),
+        matches!(e, Error::Incompatible(_)) && e.to_string().contains("levels"),
         "{e}"
     );
 }

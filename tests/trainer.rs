@@ -6,7 +6,7 @@ mod common;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use common::fixture;
-use kanoclip::clip::embed::image_batch;
+use kanoclip::clip::preprocess::image_batch;
 use kanoclip::clip::{Clip, Tokenizer};
 use kanoclip::detect::DetectorConfig;
 use kanoclip::head::HeadConfig;
@@ -79,7 +79,7 @@ fn images(device: &Device) -> (Tensor<4>, Tensor<3>, Vec<bool>) {
         masks.extend(mask);
         labels.push(defect.is_some());
     }
-    let x = image_batch(&images, 32, device).unwrap();
+    let x = image_batch(&images, 32, device).unwrap().0;
     (
         x,
         Tensor::from_data(TensorData::new(masks, [4, 32, 32]), device),
@@ -126,7 +126,7 @@ fn clip_is_frozen_and_the_head_learns() {
         "fitting one batch lowers the loss: {first:?} → {last:?}"
     );
     let out =
-        kanoclip::clip::embed::to_vec(t.head().bicmci[0].image_from_text.out.weight.val().inner())
+        kanoclip::tensor_io::to_vec(t.head().bicmci[0].image_from_text.out.weight.val().inner())
             .unwrap();
     assert!(
         out.iter().any(|v| *v != 0.0),
@@ -161,8 +161,8 @@ fn head_values(t: &Trainer) -> Vec<f32> {
         h.bicmci[1].text_from_image.q.weight.val(),
     ]
     .into_iter()
-    .flat_map(|v| kanoclip::clip::embed::to_vec(v).unwrap())
-    .chain(kanoclip::clip::embed::to_vec(h.adapter.c2.weight.val()).unwrap())
+    .flat_map(|v| kanoclip::tensor_io::to_vec(v).unwrap())
+    .chain(kanoclip::tensor_io::to_vec(h.adapter.c2.weight.val()).unwrap())
     .collect()
 }
 
@@ -228,7 +228,7 @@ fn specific_knowledge_joins_by_path_and_enters_the_kd_loss() {
     assert_eq!(t.specific_row("wood/test/good/001.png"), Some(0));
     assert_eq!(t.specific_row("wood/test/hole/000.png"), Some(1));
     assert_eq!(t.specific_row("wood/test/hole/001.png"), None);
-    let scalar = |v: Tensor<1>| kanoclip::clip::embed::to_vec(v).unwrap()[0];
+    let scalar = |v: Tensor<1>| kanoclip::tensor_io::to_vec(v).unwrap()[0];
     let (_, [kd_plain, g1, l1]) = t.loss(batch(&t, &device));
     let mut b = batch(&t, &device);
     b.specific = vec![Some(1), Some(0), None, None];

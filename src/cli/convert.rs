@@ -1,16 +1,16 @@
-//! `kanoclip convert --to web`: the browser bundle (see `kanoclip::detect::bundle`).
+//! `kanoclip convert --to web`: the browser bundle (see `crate::detect::bundle`).
 
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use kanoclip::clip::import::is_vision_tensor;
-use kanoclip::clip::{Clip, ClipConfig, Tokenizer};
-use kanoclip::detect::bundle::{FORMAT, Manifest, Mode, chunk, convert_dtype};
-use kanoclip::detect::{Detector, DetectorConfig};
-use kanoclip::head::BackboneId;
-use kanoclip::head::knowledge::KnowledgeBase;
-use kanoclip::{Error, Result, atomic};
+use crate::clip::is_vision_tensor;
+use crate::clip::{Clip, ClipConfig, Tokenizer};
+use crate::detect::bundle::{FORMAT, Manifest, Mode, chunk, convert_dtype};
+use crate::detect::{Detector, DetectorConfig};
+use crate::head::BackboneId;
+use crate::head::knowledge::Knowledge;
+use crate::{Error, Result, atomic};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Target {
@@ -34,8 +34,9 @@ pub struct ConvertArgs {
     /// A trained head; without it, the bundle runs training-free with --knowledge.
     #[arg(long)]
     head: Option<PathBuf>,
-    #[arg(long, default_value = "weights/knowledge/industrial.json")]
-    knowledge: PathBuf,
+    /// `industrial` or `medical` (built in), or a knowledge file.
+    #[arg(long, default_value = "industrial")]
+    knowledge: String,
     #[arg(long, value_enum, default_value_t = StoreDtype::F16)]
     dtype: StoreDtype,
     /// Decision threshold (default: the head's, or 0.5).
@@ -62,7 +63,7 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     let (detector, mode) = match &args.head {
         Some(h) => (Detector::load(clip, h, &tokenizer)?, Mode::Trained),
         None => {
-            let kb = KnowledgeBase::from_file(&args.knowledge)?;
+            let kb = Knowledge::parse(&args.knowledge).load()?;
             let c = DetectorConfig::for_clip(&cfg);
             (
                 Detector::training_free(clip, &kb, &tokenizer, c)?,
@@ -71,7 +72,7 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         }
     };
     let d = cfg.embed_dim;
-    let text = kanoclip::clip::embed::to_vec(detector.text_features().clone())?;
+    let text = crate::tensor_io::to_vec(detector.text_features().clone())?;
     let f16 = matches!(args.dtype, StoreDtype::F16);
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
     let mut files = Vec::new();
@@ -95,13 +96,13 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         dtype: if f16 { "f16" } else { "f32" }.into(),
         clip: cfg.clone(),
         backbone,
-        threshold: args.threshold.unwrap_or(detector.config.threshold),
-        detector: detector.config.clone(),
+        threshold: args.threshold.unwrap_or(detector.threshold()),
+        detector: detector.config(),
         text_features: text.chunks(d).map(<[f32]>::to_vec).collect(),
         files,
     };
     // Written last: a manifest only ever names chunks that are complete.
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Invalid(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(&manifest).map_err(Error::from)?;
     atomic::write(&args.out.join("manifest.json"), &json)?;
     let total: u64 = manifest.files.iter().map(|f| f.size).sum();
     eprintln!(

@@ -7,13 +7,13 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use kanoclip::clip::preprocess::load_image;
-use kanoclip::clip::{Clip, Tokenizer};
-use kanoclip::detect::render::{heatmap, overlay};
-use kanoclip::detect::{Detector, DetectorConfig, Timings};
-use kanoclip::device::{BackendKind, device};
-use kanoclip::head::knowledge::KnowledgeBase;
-use kanoclip::{Error, Result, atomic};
+use crate::clip::preprocess::load_image;
+use crate::clip::{Clip, Tokenizer};
+use crate::detect::render::{heatmap, overlay};
+use crate::detect::{Detector, DetectorConfig, Timings};
+use crate::device::{BackendKind, device};
+use crate::head::knowledge::Knowledge;
+use crate::{Error, Result, atomic};
 
 #[derive(Args)]
 pub struct DetectArgs {
@@ -27,9 +27,10 @@ pub struct DetectArgs {
     /// A trained head; without it, training-free mode.
     #[arg(long)]
     head: Option<PathBuf>,
-    /// Knowledge base for training-free mode.
-    #[arg(long, default_value = "weights/knowledge/industrial.json")]
-    knowledge: PathBuf,
+    /// Knowledge base for training-free mode: `industrial` or `medical` (built in), or a
+    /// knowledge file.
+    #[arg(long, default_value = "industrial")]
+    knowledge: String,
     /// Output folder for heatmaps, overlays and the report.
     #[arg(long, default_value = "kanoclip-out")]
     out: PathBuf,
@@ -150,10 +151,10 @@ pub fn run(args: DetectArgs) -> Result<()> {
     let tokenizer = Tokenizer::new()?;
     let dev = pollster::block_on(device(args.backend))?;
     let clip = Clip::from_files(&args.clip_config, &args.weights, &dev)?;
-    let (mut detector, mode) = match &args.head {
+    let (detector, mode) = match &args.head {
         Some(head) => (Detector::load(clip, head, &tokenizer)?, "trained"),
         None => {
-            let kb = KnowledgeBase::from_file(&args.knowledge)?;
+            let kb = Knowledge::parse(&args.knowledge).load()?;
             let cfg = DetectorConfig::for_clip(&clip.config);
             (
                 Detector::training_free(clip, &kb, &tokenizer, cfg)?,
@@ -197,13 +198,13 @@ pub fn run(args: DetectArgs) -> Result<()> {
     let report = Report {
         mode,
         backend: args.backend.to_string(),
-        threshold: detector.config.threshold,
+        threshold: detector.threshold(),
         images: rows.iter().filter(|r| r.error.is_none()).count(),
         anomalous: rows.iter().filter(|r| r.is_anomalous == Some(true)).count(),
         errors: rows.iter().filter(|r| r.error.is_some()).count(),
         results: rows,
     };
-    let json = serde_json::to_vec_pretty(&report).map_err(|e| Error::Invalid(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(&report).map_err(Error::from)?;
     atomic::write(&args.out.join("report.json"), &json)?;
     atomic::write(
         &args.out.join("report.csv"),

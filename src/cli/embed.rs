@@ -3,12 +3,12 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use crate::clip::embed::embed;
+use crate::clip::preprocess::load_image;
+use crate::clip::{Clip, Tokenizer, VvOptions};
+use crate::device::{BackendKind, device};
+use crate::{Error, Result};
 use clap::Args;
-use kanoclip::clip::embed::embed;
-use kanoclip::clip::preprocess::load_image;
-use kanoclip::clip::{Clip, Tokenizer, VvOptions};
-use kanoclip::device::{BackendKind, device};
-use kanoclip::{Error, Result};
 
 #[derive(Args)]
 pub struct EmbedArgs {
@@ -61,7 +61,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         &vv,
         clip.config.vision.image_size,
     )?;
-    let json = serde_json::to_string(&out).map_err(|e| Error::Invalid(e.to_string()))?;
+    let json = serde_json::to_string(&out).map_err(Error::from)?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{json}").map_err(|e| Error::io("<stdout>", e))
 }

@@ -5,13 +5,13 @@ use std::path::PathBuf;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use kanoclip::clip::{Clip, Tokenizer};
-use kanoclip::detect::{Detector, DetectorConfig};
-use kanoclip::device::{BackendKind, device};
-use kanoclip::head::knowledge::KnowledgeBase;
-use kanoclip::train::dataset::{Dataset, Format};
-use kanoclip::train::evaluate::{CategoryMetrics, EvalReport, evaluate};
-use kanoclip::{Error, Result, atomic};
+use crate::clip::{Clip, Tokenizer};
+use crate::detect::{Detector, DetectorConfig};
+use crate::device::{BackendKind, device};
+use crate::head::knowledge::Knowledge;
+use crate::train::dataset::{Dataset, Format};
+use crate::train::evaluate::{CategoryMetrics, EvalReport, evaluate};
+use crate::{Error, Result, atomic};
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -33,8 +33,9 @@ pub struct EvalArgs {
     /// Plain CLIP with the knowledge prompt ensemble.
     #[arg(long)]
     training_free: bool,
-    #[arg(long, default_value = "weights/knowledge/industrial.json")]
-    knowledge: PathBuf,
+    /// `industrial` or `medical` (built in), or a knowledge file.
+    #[arg(long, default_value = "industrial")]
+    knowledge: String,
     #[arg(long)]
     out: PathBuf,
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
@@ -115,7 +116,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let detector = match &args.head {
         Some(head) => Detector::load(clip, head, &tokenizer)?,
         None => {
-            let kb = KnowledgeBase::from_file(&args.knowledge)?;
+            let kb = Knowledge::parse(&args.knowledge).load()?;
             let cfg = DetectorConfig::for_clip(&clip.config);
             Detector::training_free(clip, &kb, &tokenizer, cfg)?
         }
@@ -123,7 +124,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let total = data
         .samples
         .iter()
-        .filter(|s| s.split == kanoclip::train::dataset::Split::Test)
+        .filter(|s| s.split == crate::train::dataset::Split::Test)
         .count();
     let bar = ProgressBar::new(total as u64);
     bar.set_style(

@@ -6,10 +6,10 @@ use std::time::Duration;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use kanoclip::train::dataset::{Dataset, Format};
-use kanoclip::train::knowledge::{Request, fill};
-use kanoclip::train::llm::{ChatClient, ChatOptions};
-use kanoclip::{Error, Result};
+use crate::train::dataset::{Dataset, Format};
+use crate::train::knowledge::{Request, fill};
+use crate::train::llm::{ChatClient, ChatOptions};
+use crate::{Error, Result};
 
 #[derive(Args)]
 pub struct KnowledgeArgs {

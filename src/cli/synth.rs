@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
+use crate::Result;
+use crate::train::synth::{SynthConfig, generate};
 use clap::Args;
-use kanoclip::Result;
-use kanoclip::train::synth::{SynthConfig, generate};
 
 #[derive(Args)]
 pub struct SynthArgs {

@@ -6,15 +6,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use kanoclip::clip::{Clip, Tokenizer};
-use kanoclip::detect::DetectorConfig;
-use kanoclip::device::{BackendKind, devices};
-use kanoclip::head::HeadConfig;
-use kanoclip::head::knowledge::KnowledgeBase;
-use kanoclip::train::dataset::{Dataset, Format};
-use kanoclip::train::fit::{FitEnd, FitOptions, checkpoint_path, fit, log_path};
-use kanoclip::train::trainer::{TrainConfig, Trainer};
-use kanoclip::{Error, Result};
+use crate::clip::{Clip, Tokenizer};
+use crate::detect::DetectorConfig;
+use crate::device::{BackendKind, devices};
+use crate::head::HeadConfig;
+use crate::head::knowledge::Knowledge;
+use crate::train::dataset::{Dataset, Format};
+use crate::train::fit::{FitEnd, FitOptions, checkpoint_path, fit, log_path};
+use crate::train::trainer::{TrainConfig, Trainer};
+use crate::{Error, Result};
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -26,8 +26,9 @@ pub struct TrainArgs {
     clip_config: PathBuf,
     #[arg(long)]
     weights: PathBuf,
-    #[arg(long, default_value = "weights/knowledge/industrial.json")]
-    knowledge: PathBuf,
+    /// `industrial` or `medical` (built in), or a knowledge file (with `specific` texts).
+    #[arg(long, default_value = "industrial")]
+    knowledge: String,
     /// The head file to write (after every epoch).
     #[arg(long)]
     out: PathBuf,
@@ -69,7 +70,7 @@ static STOP: AtomicBool = AtomicBool::new(false);
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let data = Dataset::load(&args.data, args.format)?;
-    let kb = KnowledgeBase::from_file(&args.knowledge)?;
+    let kb = Knowledge::parse(&args.knowledge).load()?;
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }

@@ -20,26 +20,37 @@ pub enum Activation {
 /// One transformer tower's shape.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TowerConfig {
+    /// Residual width.
     pub width: usize,
+    /// Number of blocks.
     pub layers: usize,
+    /// Attention heads.
     pub heads: usize,
+    /// Hidden width of the MLP.
     pub mlp_width: usize,
+    /// LayerNorm epsilon.
     pub ln_eps: f64,
 }
 
 /// The vision tower: a ViT.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VisionConfig {
+    /// The checkpoint's input side (its positional embedding's grid times the patch size).
     pub image_size: usize,
+    /// Side of a square patch.
     pub patch_size: usize,
+    /// The transformer.
     pub tower: TowerConfig,
 }
 
 /// The text tower.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TextConfig {
+    /// Tokens per text, padding included.
     pub context_length: usize,
+    /// Size of the token embedding table.
     pub vocab_size: usize,
+    /// The transformer.
     pub tower: TowerConfig,
 }
 
@@ -48,8 +59,11 @@ pub struct TextConfig {
 pub struct ClipConfig {
     /// `D`, the joint embedding size.
     pub embed_dim: usize,
+    /// QuickGELU (OpenAI) or exact GELU.
     pub activation: Activation,
+    /// The image tower.
     pub vision: VisionConfig,
+    /// The text tower.
     pub text: TextConfig,
 }
 
@@ -90,11 +104,8 @@ impl ClipConfig {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let text = String::from_utf8(bytes)
-            .map_err(|_| Error::Config(format!("{}: not a JSON text file", path.display())))?;
-        Self::from_json_str(&text).map_err(|e| match e {
-            Error::Config(msg) => Error::Config(format!("{}: {msg}", path.display())),
-            other => other,
-        })
+            .map_err(|_| Error::Config("not a JSON text file".into()).in_file(path))?;
+        Self::from_json_str(&text).map_err(|e| e.in_file(path))
     }
 
     /// Side of the patch grid at the checkpoint's own image size.
@@ -280,8 +291,23 @@ fn from_open_clip(root: &Map<String, Value>) -> Result<ClipConfig> {
     top.only("init_logit_bias", &[])?;
     top.ignore(&["init_logit_scale", "cast_dtype"]);
     top.finish()?;
+    Ok(ClipConfig {
+        embed_dim,
+        activation: if quick_gelu {
+            Activation::QuickGelu
+        } else {
+            Activation::Gelu
+        },
+        vision: open_clip_vision(vision_map)?,
+        text: open_clip_text(text_map)?,
+    })
+}
 
-    let mut v = Fields::new("vision_cfg", vision_map);
+/// open_clip's `vision_cfg`, with its defaults; options kanoclip does not implement are
+/// refused by name.
+fn open_clip_vision(map: &Map<String, Value>) -> Result<VisionConfig> {
+    use serde_json::json;
+    let mut v = Fields::new("vision_cfg", map);
     let image_size = match v.get("image_size") {
         None => 224,
         Some(Value::Array(a)) if a.len() == 2 && a[0] == a[1] => as_usize(&a[0])
@@ -317,7 +343,7 @@ fn from_open_clip(root: &Map<String, Value>) -> Result<ClipConfig> {
             "vision_cfg.width {width} is not divisible by head_width {head_width}"
         )));
     }
-    let vision = VisionConfig {
+    Ok(VisionConfig {
         image_size,
         patch_size,
         tower: TowerConfig {
@@ -327,9 +353,13 @@ fn from_open_clip(root: &Map<String, Value>) -> Result<ClipConfig> {
             mlp_width: mlp_width(width, mlp_ratio)?,
             ln_eps: 1e-5,
         },
-    };
+    })
+}
 
-    let mut t = Fields::new("text_cfg", text_map);
+/// open_clip's `text_cfg`, with its defaults.
+fn open_clip_text(map: &Map<String, Value>) -> Result<TextConfig> {
+    use serde_json::json;
+    let mut t = Fields::new("text_cfg", map);
     let context_length = t.usize("context_length", Some(77))?;
     let vocab_size = t.usize("vocab_size", Some(49408))?;
     let width = t.usize("width", Some(512))?;
@@ -345,7 +375,7 @@ fn from_open_clip(root: &Map<String, Value>) -> Result<ClipConfig> {
     t.only("pad_id", &[json!(0)])?;
     t.ignore(&["output_tokens", "tokenizer_kwargs"]);
     t.finish()?;
-    let text = TextConfig {
+    Ok(TextConfig {
         context_length,
         vocab_size,
         tower: TowerConfig {
@@ -355,16 +385,6 @@ fn from_open_clip(root: &Map<String, Value>) -> Result<ClipConfig> {
             mlp_width: mlp_width(width, mlp_ratio)?,
             ln_eps: 1e-5,
         },
-    };
-    Ok(ClipConfig {
-        embed_dim,
-        activation: if quick_gelu {
-            Activation::QuickGelu
-        } else {
-            Activation::Gelu
-        },
-        vision,
-        text,
     })
 }
 

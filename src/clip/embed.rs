@@ -1,45 +1,30 @@
 //! Everything `kanoclip embed` prints: embeddings, token ids and CLIP-VV taps.
 
-use burn::prelude::*;
-use burn::tensor::TensorData;
 use image::DynamicImage;
 use serde::Serialize;
 
-use super::preprocess::preprocess;
+use super::preprocess::image_batch;
 use super::{Clip, Tokenizer, VvOptions};
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::tensor_io::to_vec;
 
 /// Outputs in the reference's conventions: unnormalised embeddings, `exp`'d logit scale.
 #[derive(Debug, Serialize)]
 pub struct Embeddings {
+    /// One unnormalised image embedding per image.
     pub image_embeds: Vec<Vec<f32>>,
+    /// One unnormalised text embedding per text.
     pub text_embeds: Vec<Vec<f32>>,
+    /// The token ids of each text.
     pub token_ids: Vec<Vec<u32>>,
     /// `[image][tap][token][dim]`, CLS first, each `ln_post(·) @ proj`.
     pub patch_taps: Vec<Vec<Vec<Vec<f32>>>>,
+    /// `exp` of the stored logit scale.
     pub logit_scale: f32,
-}
-
-/// Read a tensor back to the host as `f32`s.
-pub fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    t.try_into_vec_as::<f32>()
-        .map_err(|e| Error::Backend(format!("{e:?}")))
 }
 
 fn rows(values: Vec<f32>, width: usize) -> Vec<Vec<f32>> {
     values.chunks(width.max(1)).map(<[f32]>::to_vec).collect()
-}
-
-/// Stack pre-processed images into one `[n, 3, S, S]` batch.
-pub fn image_batch(images: &[DynamicImage], size: usize, device: &Device) -> Result<Tensor<4>> {
-    let mut pixels = Vec::with_capacity(images.len() * 3 * size * size);
-    for image in images {
-        pixels.extend(preprocess(image, size as u32)?.pixels);
-    }
-    Ok(Tensor::from_data(
-        TensorData::new(pixels, [images.len(), 3, size, size]),
-        device,
-    ))
 }
 
 /// Embed images (pre-processed to `input_size`) and texts the way the reference does.
@@ -51,7 +36,7 @@ pub fn embed(
     vv: &VvOptions,
     input_size: usize,
 ) -> Result<Embeddings> {
-    let device = clip.vision.conv1.device();
+    let device = clip.device();
     let d = clip.config.embed_dim;
     let mut out = Embeddings {
         image_embeds: Vec::new(),
@@ -62,7 +47,8 @@ pub fn embed(
     };
     if !images.is_empty() {
         clip.vision.check(input_size, vv)?;
-        let vision = clip.encode_image(image_batch(images, input_size, &device)?, vv)?;
+        let (batch, _) = image_batch(images, input_size, &device)?;
+        let vision = clip.encode_image(batch, vv)?;
         out.image_embeds = rows(to_vec(vision.global)?, d);
         let mut taps = vec![Vec::new(); images.len()];
         for tap in vision.taps {

@@ -7,14 +7,14 @@ use burn::prelude::*;
 use super::config::{Activation, ClipConfig, TowerConfig};
 use super::layers::{Attention, Block, Mlp, layer_norm, linear_from_torch};
 use super::model::Clip;
-use super::safetensors_reader::WeightReader;
 use super::text::TextTower;
 use super::vision::VisionTower;
 use crate::error::{Error, Result};
+use crate::tensor_io::{WeightReader, read_weights};
 
 /// The naming scheme of a checkpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Layout {
+enum Layout {
     /// `visual.transformer.resblocks.N.attn.in_proj_weight`, ...
     OpenClip,
     /// `vision_model.encoder.layers.N.self_attn.q_proj.weight`, ...
@@ -217,55 +217,69 @@ fn ignorable(name: &str) -> bool {
 }
 
 /// Whether a tensor name belongs to the image tower (in either layout).
-pub fn is_vision_tensor(name: &str) -> bool {
+pub(crate) fn is_vision_tensor(name: &str) -> bool {
     name.starts_with("visual.")
         || name.starts_with("vision_model.")
         || name == "visual_projection.weight"
 }
 
-/// Open the weights: the reader, the layout, and the fingerprint of the patch conv.
-fn open<'a>(
-    cfg: &ClipConfig,
-    bytes: &'a [u8],
-    device: &Device,
-) -> Result<(WeightReader<'a>, Layout, String)> {
-    cfg.validate()?;
-    let mut r = WeightReader::new(bytes, device)?;
-    let layout = Layout::detect(&r)?;
+/// The layout and the fingerprint of the patch conv.
+fn identify(r: &mut WeightReader) -> Result<(Layout, String)> {
+    let layout = Layout::detect(r)?;
     let conv = match layout {
         Layout::OpenClip => "visual.conv1.weight",
         Layout::HuggingFace => "vision_model.embeddings.patch_embedding.weight",
     };
-    let fingerprint = r.f16_digest(conv).unwrap_or_default();
-    Ok((r, layout, fingerprint))
+    Ok((layout, r.f16_digest(conv).unwrap_or_default()))
 }
 
-/// Load only the image tower (for the browser bundle, which carries no text tower), with
-/// the weights' fingerprint. Tensors of other parts are not read.
-pub fn load_vision(
-    cfg: &ClipConfig,
-    bytes: &[u8],
-    device: &Device,
-) -> Result<(VisionTower, String)> {
-    let (mut r, layout, fingerprint) = open(cfg, bytes, device)?;
-    let vision = read_vision(&mut r, layout, cfg);
-    r.finish(|name| ignorable(name) || !is_vision_tensor(name))?;
-    Ok((vision, fingerprint))
+impl VisionTower {
+    /// Load only the image tower (what the browser bundle carries), with the weights'
+    /// fingerprint. Tensors of other parts are not read.
+    pub fn from_safetensors(
+        cfg: &ClipConfig,
+        bytes: &[u8],
+        device: &Device,
+    ) -> Result<(VisionTower, String)> {
+        cfg.validate()?;
+        let keep = |name: &str| ignorable(name) || !is_vision_tensor(name);
+        read_weights(bytes, device, keep, |r| {
+            let (layout, fingerprint) = identify(r)?;
+            Ok((read_vision(r, layout, cfg), fingerprint))
+        })
+    }
 }
 
-/// Load a full CLIP model from safetensors bytes.
-pub fn load_clip(cfg: &ClipConfig, bytes: &[u8], device: &Device) -> Result<Clip> {
-    let (mut r, layout, fingerprint) = open(cfg, bytes, device)?;
-    let vision = read_vision(&mut r, layout, cfg);
-    let text = read_text(&mut r, layout, cfg);
-    let logit_scale = r.scalar("logit_scale");
-    r.finish(ignorable)?;
-    Ok(Clip {
-        config: cfg.clone(),
-        layout,
-        vision,
-        text,
-        logit_scale: logit_scale.exp(),
-        fingerprint,
-    })
+impl Clip {
+    /// Load a whole CLIP model from safetensors bytes in OpenAI/open_clip or Hugging Face
+    /// names (f32, f16, bf16 or f64). Every missing, unexpected, mis-shaped, wrongly typed
+    /// or non-finite tensor is listed in one [`Error::WeightsMismatch`].
+    pub fn from_safetensors(cfg: &ClipConfig, bytes: &[u8], device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        read_weights(bytes, device, ignorable, |r| {
+            let (layout, fingerprint) = identify(r)?;
+            let vision = read_vision(r, layout, cfg);
+            let text = read_text(r, layout, cfg);
+            let logit_scale = r.scalar("logit_scale");
+            Ok(Clip {
+                config: cfg.clone(),
+                vision,
+                text,
+                logit_scale: logit_scale.exp(),
+                fingerprint,
+            })
+        })
+    }
+
+    /// Read a config file (open_clip JSON or Hugging Face `config.json`) and a weights file.
+    pub fn from_files(
+        config: impl AsRef<std::path::Path>,
+        weights: impl AsRef<std::path::Path>,
+        device: &Device,
+    ) -> Result<Self> {
+        let config = ClipConfig::from_file(config)?;
+        let path = weights.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_safetensors(&config, &bytes, device)
+    }
 }

@@ -3,17 +3,18 @@
 
 pub mod config;
 pub mod embed;
-pub mod import;
-pub mod layers;
-pub mod model;
+mod import;
+pub(crate) mod layers;
+mod model;
 pub mod preprocess;
-pub mod safetensors_reader;
 pub mod text;
-pub mod text_clean;
+pub(crate) mod text_clean;
 pub mod tokenizer;
 pub mod vision;
 
 pub use config::ClipConfig;
+#[cfg(feature = "cli")]
+pub(crate) use import::is_vision_tensor;
 pub use model::Clip;
 pub use tokenizer::Tokenizer;
-pub use vision::{VisionOutput, VvOptions};
+pub use vision::{VisionOutput, VisionTower, VvOptions};

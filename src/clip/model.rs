@@ -3,17 +3,20 @@
 use burn::prelude::*;
 
 use super::config::ClipConfig;
-use super::import::{Layout, load_clip};
 use super::text::TextTower;
 use super::vision::{VisionOutput, VisionTower, VvOptions};
 use crate::error::{Error, Result};
 
+/// A frozen CLIP model: the image tower (with the CLIP-VV dual path of spec §2), the text
+/// tower and the logit scale. Load one with [`Clip::from_files`] or
+/// [`Clip::from_safetensors`]; the device it is loaded on picks the backend.
 #[derive(Debug)]
 pub struct Clip {
+    /// The shapes it was built from.
     pub config: ClipConfig,
-    /// The naming scheme the weights came in.
-    pub layout: Layout,
+    /// The image tower.
     pub vision: VisionTower,
+    /// The text tower.
     pub text: TextTower,
     /// `exp` of the stored logit scale.
     pub logit_scale: f32,
@@ -23,21 +26,9 @@ pub struct Clip {
 }
 
 impl Clip {
-    /// Load from safetensors bytes; see [`load_clip`].
-    pub fn from_safetensors(config: &ClipConfig, bytes: &[u8], device: &Device) -> Result<Self> {
-        load_clip(config, bytes, device)
-    }
-
-    /// Read a config file and a weights file.
-    pub fn from_files(
-        config: impl AsRef<std::path::Path>,
-        weights: impl AsRef<std::path::Path>,
-        device: &Device,
-    ) -> Result<Self> {
-        let config = ClipConfig::from_file(config)?;
-        let path = weights.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Self::from_safetensors(&config, &bytes, device)
+    /// The device the model lives on.
+    pub fn device(&self) -> Device {
+        self.vision.conv1.device()
     }
 
     /// Encode normalised images `[batch, 3, S, S]`; see [`VisionTower::forward`].

@@ -4,13 +4,17 @@
 
 use std::io::Cursor;
 
+use burn::prelude::*;
+use burn::tensor::TensorData;
 use image::{DynamicImage, ImageReader, Limits, imageops::FilterType};
 
 use crate::error::{Error, Result};
 
 // The published values, digit for digit.
+/// CLIP's per-channel mean (RGB, on [0, 1] values).
 #[allow(clippy::excessive_precision)]
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+/// CLIP's per-channel standard deviation.
 #[allow(clippy::excessive_precision)]
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
@@ -63,10 +67,7 @@ pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage> {
 pub fn load_image(path: impl AsRef<std::path::Path>) -> Result<DynamicImage> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    decode_image(&bytes).map_err(|e| match e {
-        Error::Image(msg) => Error::Image(format!("{}: {msg}", path.display())),
-        other => other,
-    })
+    decode_image(&bytes).map_err(|e| e.in_file(path))
 }
 
 fn check_size(w: u32, h: u32) -> Result<()> {
@@ -74,40 +75,46 @@ fn check_size(w: u32, h: u32) -> Result<()> {
         return Err(Error::Image(format!("the image is empty ({w}×{h})")));
     }
     if u64::from(w) * u64::from(h) > MAX_PIXELS {
-        return Err(Error::Image(format!(
-            "{w}×{h} is {} pixels, over the limit of {MAX_PIXELS}",
-            u64::from(w) * u64::from(h)
-        )));
+        return Err(Error::ImageTooLarge {
+            width: w.into(),
+            height: h.into(),
+            limit: MAX_PIXELS,
+        });
     }
     Ok(())
 }
 
-/// Where the model's square input came from in the original image.
+/// Where the model's square input came from in the original image. Sizes in the resized
+/// image are 64-bit: a very thin image's long side, resized, can pass `u32::MAX`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Geometry {
+    /// The original image's width and height.
     pub original: (u32, u32),
     /// The image after resizing its shorter side to `size`.
-    pub resized: (u32, u32),
+    pub resized: (u64, u64),
     /// Top-left corner of the `size × size` crop in the resized image.
-    pub crop: (u32, u32),
+    pub crop: (u64, u64),
+    /// The model input's side.
     pub size: u32,
 }
 
 impl Geometry {
-    /// torchvision's `Resize(size)` then `CenterCrop(size)`.
+    /// torchvision's `Resize(size)` then `CenterCrop(size)`: the long side becomes
+    /// `⌊size · long / short⌋` and the crop starts at `round((resized − size) / 2)`.
     pub fn new(width: u32, height: u32, size: u32) -> Self {
         let (short, long) = if width <= height {
             (width, height)
         } else {
             (height, width)
         };
-        let long_resized = (u64::from(size) * u64::from(long) / u64::from(short)) as u32;
+        let long_resized = (u64::from(size) * u64::from(long) / u64::from(short.max(1))).max(1);
         let resized = if width <= height {
-            (size, long_resized)
+            (u64::from(size), long_resized)
         } else {
-            (long_resized, size)
+            (long_resized, u64::from(size))
         };
-        let crop_at = |total: u32| ((f64::from(total) - f64::from(size)) / 2.0).round() as u32;
+        // round(d / 2), halves away from zero, in integers.
+        let crop_at = |total: u64| total.saturating_sub(u64::from(size)).div_ceil(2);
         Geometry {
             original: (width, height),
             resized,
@@ -115,12 +122,75 @@ impl Geometry {
             size,
         }
     }
+
+    /// Whether resizing the whole image would make more than four times the pixels that
+    /// the crop keeps (a thin strip, say): then only the part around the crop is resized.
+    fn resize_window_only(&self) -> bool {
+        let s = u64::from(self.size);
+        self.resized.0.saturating_mul(self.resized.1) > 4 * s * s
+    }
 }
 
 /// A pre-processed image: normalised `[3, size, size]` values, channel-major.
 pub struct Preprocessed {
+    /// `3 × size × size` values.
     pub pixels: Vec<f32>,
+    /// Where they came from.
     pub geometry: Geometry,
+}
+
+/// The `size × size` centre crop of the resized image (bicubic, as PIL/torchvision).
+///
+/// For ordinary images this resizes the whole image and crops, exactly as torchvision does.
+/// For images whose resized form would be more than four times the crop (thin strips,
+/// 1 px high panoramas), only a window of the source around the crop is resized: memory
+/// then depends on the model input, never on the image's long side. That window's scale
+/// matches the whole-image resize to within one resized pixel at its ends.
+fn resized_crop<P>(
+    rgb: &image::ImageBuffer<P, Vec<P::Subpixel>>,
+    g: &Geometry,
+    filter: FilterType,
+) -> image::ImageBuffer<P, Vec<P::Subpixel>>
+where
+    P: image::Pixel + 'static,
+{
+    let (w, h) = rgb.dimensions();
+    let s = g.size;
+    if g.resized == (u64::from(w), u64::from(h)) {
+        return image::imageops::crop_imm(rgb, g.crop.0 as u32, g.crop.1 as u32, s, s).to_image();
+    }
+    if !g.resize_window_only() {
+        // Both resized sides are at most 4·size here, so they fit in u32.
+        let (rw, rh) = (g.resized.0 as u32, g.resized.1 as u32);
+        let resized = image::imageops::resize(rgb, rw, rh, filter);
+        return image::imageops::crop_imm(&resized, g.crop.0 as u32, g.crop.1 as u32, s, s)
+            .to_image();
+    }
+    // The long axis: x for a wide image, y for a tall one. Scale f = size / short side.
+    let wide = w > h;
+    let (long, short) = if wide { (w, h) } else { (h, w) };
+    let crop = if wide { g.crop.0 } else { g.crop.1 };
+    let f = f64::from(s) / f64::from(short);
+    // Source window around the crop, padded by the bicubic filter's reach (2 source pixels
+    // when enlarging, 2 / f when shrinking) and one more.
+    let pad = (2.0 / f).ceil().max(2.0) + 1.0;
+    let lo = ((crop as f64 / f) - pad).floor().max(0.0);
+    let hi = (((crop + u64::from(s)) as f64 / f) + pad)
+        .ceil()
+        .min(f64::from(long));
+    let (src_lo, src_len) = (lo as u32, (hi - lo).max(1.0) as u32);
+    let out_lo = (lo * f).round() as u64;
+    let out_len = ((hi - lo) * f).round().max(f64::from(s)) as u32;
+    let window = if wide {
+        image::imageops::crop_imm(rgb, src_lo, 0, src_len, h).to_image()
+    } else {
+        image::imageops::crop_imm(rgb, 0, src_lo, w, src_len).to_image()
+    };
+    let (ow, oh) = if wide { (out_len, s) } else { (s, out_len) };
+    let resized = image::imageops::resize(&window, ow, oh, filter);
+    let at = (crop.saturating_sub(out_lo) as u32).min(out_len - s);
+    let (x0, y0) = if wide { (at, 0) } else { (0, at) };
+    image::imageops::crop_imm(&resized, x0, y0, s, s).to_image()
 }
 
 /// Pre-process one image for a model with input `size`. Grey, alpha and 16-bit images are
@@ -132,30 +202,42 @@ pub fn preprocess(image: &DynamicImage, size: u32) -> Result<Preprocessed> {
         return Err(Error::Invalid("input size must be positive".into()));
     }
     let geometry = Geometry::new(image.width(), image.height(), size);
-    let rgb = image.to_rgb8();
-    let rgb = if geometry.resized == (rgb.width(), rgb.height()) {
-        rgb
-    } else {
-        image::imageops::resize(
-            &rgb,
-            geometry.resized.0,
-            geometry.resized.1,
-            FilterType::CatmullRom,
-        )
+    let crop = match image.as_rgb8() {
+        Some(rgb) => resized_crop(rgb, &geometry, FilterType::CatmullRom),
+        None => resized_crop(&image.to_rgb8(), &geometry, FilterType::CatmullRom),
     };
-    let (x0, y0) = geometry.crop;
     let s = size as usize;
     let mut pixels = vec![0.0f32; 3 * s * s];
-    for y in 0..s {
-        for x in 0..s {
-            let p = rgb.get_pixel(x0 + x as u32, y0 + y as u32);
-            for c in 0..3 {
-                pixels[c * s * s + y * s + x] =
-                    (f32::from(p[c]) / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c];
-            }
+    for (x, y, p) in crop.enumerate_pixels() {
+        let i = y as usize * s + x as usize;
+        for c in 0..3 {
+            pixels[c * s * s + i] = (f32::from(p[c]) / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c];
         }
     }
     Ok(Preprocessed { pixels, geometry })
+}
+
+/// Pre-process a batch into one `[n, 3, size, size]` tensor on `device`, with each image's
+/// geometry: the one place where images become model input.
+pub fn image_batch(
+    images: &[DynamicImage],
+    size: usize,
+    device: &Device,
+) -> Result<(Tensor<4>, Vec<Geometry>)> {
+    let side = u32::try_from(size)
+        .map_err(|_| Error::Invalid(format!("input size {size} is too large")))?;
+    let mut pixels = Vec::with_capacity(images.len() * 3 * size * size);
+    let mut geometry = Vec::with_capacity(images.len());
+    for image in images {
+        let p = preprocess(image, side)?;
+        pixels.extend(p.pixels);
+        geometry.push(p.geometry);
+    }
+    let batch = Tensor::from_data(
+        TensorData::new(pixels, [images.len(), 3, size, size]),
+        device,
+    );
+    Ok((batch, geometry))
 }
 
 /// A ground-truth mask through the same resize and centre crop as its image (nearest
@@ -163,17 +245,9 @@ pub fn preprocess(image: &DynamicImage, size: u32) -> Result<Preprocessed> {
 pub fn preprocess_mask(mask: &image::GrayImage, size: u32) -> Result<Vec<f32>> {
     check_size(mask.width(), mask.height())?;
     let g = Geometry::new(mask.width(), mask.height(), size);
-    let resized = image::imageops::resize(mask, g.resized.0, g.resized.1, FilterType::Nearest);
-    let (x0, y0) = g.crop;
-    let mut out = Vec::with_capacity((size * size) as usize);
-    for y in 0..size {
-        for x in 0..size {
-            out.push(if resized.get_pixel(x0 + x, y0 + y)[0] >= 128 {
-                1.0
-            } else {
-                0.0
-            });
-        }
-    }
-    Ok(out)
+    let crop = resized_crop(mask, &g, FilterType::Nearest);
+    Ok(crop
+        .pixels()
+        .map(|p| if p[0] >= 128 { 1.0 } else { 0.0 })
+        .collect())
 }

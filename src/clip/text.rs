@@ -8,19 +8,23 @@ use burn::tensor::{Int, TensorData};
 
 use super::layers::Block;
 
+/// CLIP's text tower: token and positional embeddings, causal blocks, final LayerNorm, EOT pooling and projection.
 #[derive(Module, Debug)]
 pub struct TextTower {
     /// `[vocab, width]`.
     pub token_embedding: Param<Tensor<2>>,
     /// `[context, width]`.
     pub positional_embedding: Param<Tensor<2>>,
+    /// The transformer blocks.
     pub blocks: Vec<Block>,
+    /// The final LayerNorm.
     pub ln_final: LayerNorm,
     /// `[width, embed_dim]`.
     pub text_projection: Param<Tensor<2>>,
 }
 
 impl TextTower {
+    /// Tokens per text.
     pub fn context_length(&self) -> usize {
         self.positional_embedding.dims()[0]
     }

@@ -19,6 +19,7 @@ const VOCAB_GZ: &[u8] = include_bytes!("vocab/bpe_simple_vocab_16e6.txt.gz");
 const SOT: &str = "<start_of_text>";
 const EOT: &str = "<end_of_text>";
 
+/// open_clip's byte-level BPE tokenizer with its text cleaning (vocabulary embedded).
 pub struct Tokenizer {
     encoder: HashMap<String, u32>,
     ranks: HashMap<(String, String), usize>,
@@ -96,10 +97,12 @@ impl Tokenizer {
         })
     }
 
+    /// The start-of-text id.
     pub fn sot(&self) -> u32 {
         self.sot
     }
 
+    /// The end-of-text id.
     pub fn eot(&self) -> u32 {
         self.eot
     }
@@ -183,6 +186,7 @@ impl Tokenizer {
         Ok(row)
     }
 
+    /// Tokenize several texts, each to `context_length` ids.
     pub fn tokenize_batch(
         &self,
         texts: &[impl AsRef<str>],

@@ -9,18 +9,24 @@ use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions};
 use super::layers::Block;
 use crate::error::{Error, Result};
 
+/// CLIP's image tower (ViT) with the CLIP-VV dual path of spec §2.
 #[derive(Module, Debug)]
 pub struct VisionTower {
     /// Patch embedding `[width, 3, p, p]`, no bias.
     pub conv1: Param<Tensor<4>>,
+    /// The class token's embedding.
     pub class_embedding: Param<Tensor<1>>,
     /// `[1 + grid², width]` at the checkpoint's own image size.
     pub positional_embedding: Param<Tensor<2>>,
+    /// LayerNorm before the blocks.
     pub ln_pre: LayerNorm,
+    /// The transformer blocks.
     pub blocks: Vec<Block>,
+    /// LayerNorm before the projection.
     pub ln_post: LayerNorm,
     /// `[width, embed_dim]`.
     pub proj: Param<Tensor<2>>,
+    /// Side of a square patch.
     pub patch_size: usize,
 }
 
@@ -42,6 +48,7 @@ pub struct VisionOutput {
 }
 
 impl VisionTower {
+    /// Residual width.
     pub fn width(&self) -> usize {
         self.class_embedding.dims()[0]
     }

@@ -15,69 +15,81 @@ use burn::tensor::TensorData;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+use super::head_file::{check_levels, load_head};
 use super::{Detector, DetectorConfig};
 use crate::clip::ClipConfig;
-use crate::clip::import::load_vision;
-use crate::clip::safetensors_reader::float_values;
+use crate::clip::vision::VisionTower;
 use crate::error::{Error, Result};
 use crate::head::BackboneId;
-use crate::head::file::load_head;
+use crate::tensor_io::{float_values, sha256_hex};
 
+/// The `format` of a web manifest.
 pub const FORMAT: &str = "kanoclip-web/1";
 /// The largest chunk: 32 MB (decimal, so also under 32 MiB).
 pub const MAX_CHUNK: usize = 32_000_000;
 
+/// One chunk file of a bundle file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Chunk {
+    /// File name, relative to the manifest.
     pub path: String,
+    /// Bytes.
     pub size: u64,
+    /// SHA-256 of the chunk, hex.
     pub sha256: String,
 }
 
+/// One file of the bundle, cut into chunks.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BundleFile {
     /// `vision` or `head`.
     pub name: String,
+    /// Bytes, all chunks together.
     pub size: u64,
+    /// SHA-256 of the whole file, hex.
     pub sha256: String,
+    /// Its chunks, in order.
     pub chunks: Vec<Chunk>,
 }
 
+/// Which detector a bundle holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
+    /// With a trained head.
     Trained,
+    /// Plain CLIP with knowledge texts.
     TrainingFree,
 }
 
+/// `manifest.json` of a browser bundle.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// Always [`FORMAT`].
     pub format: String,
     /// A name for people (e.g. "ViT-B/16, industrial head").
     pub name: String,
     /// Shown by the page above the results when set (e.g. that the model is untrained).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notice: Option<String>,
+    /// Trained or training-free.
     pub mode: Mode,
     /// `f16` or `f32`: how the tensors are stored.
     pub dtype: String,
+    /// The CLIP model's shapes.
     pub clip: ClipConfig,
+    /// The backbone the weights are.
     pub backbone: BackboneId,
+    /// The detector settings.
     pub detector: DetectorConfig,
+    /// The decision threshold.
     pub threshold: f64,
     /// `[t_n, t_a]`, each `embed_dim` long, L2-normalised.
     pub text_features: Vec<Vec<f32>>,
+    /// The bundle's files.
     pub files: Vec<BundleFile>,
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Re-encode the tensors of a safetensors file that `keep` accepts as f16 (or f32),
@@ -146,11 +158,12 @@ pub fn chunk(name: &str, bytes: &[u8]) -> (BundleFile, Vec<(String, Vec<u8>)>) {
 }
 
 impl Manifest {
+    /// Parse and check a manifest.
     pub fn from_json_str(text: &str) -> Result<Self> {
         let m: Manifest = serde_json::from_str(text)
             .map_err(|e| Error::Config(format!("not a kanoclip web manifest: {e}")))?;
         if m.format != FORMAT {
-            return Err(Error::Config(format!(
+            return Err(Error::Incompatible(format!(
                 "manifest format is `{}`, expected `{FORMAT}`",
                 m.format
             )));
@@ -181,7 +194,7 @@ impl Manifest {
         head: Option<&[u8]>,
         device: &Device,
     ) -> Result<Detector> {
-        let (tower, fingerprint) = load_vision(&self.clip, vision, device)?;
+        let (tower, fingerprint) = VisionTower::from_safetensors(&self.clip, vision, device)?;
         if fingerprint != self.backbone.fingerprint {
             return Err(Error::WeightsMismatch(vec![format!(
                 "the image tower's weights ({fingerprint}) are not the manifest's ({})",
@@ -193,8 +206,11 @@ impl Manifest {
                 let (head, meta) =
                     load_head(bytes, &self.backbone, self.clip.text.context_length, device)?;
                 if meta.detector.taps != self.detector.taps {
-                    return Err(Error::Head("the head's taps are not the manifest's".into()));
+                    return Err(Error::Incompatible(
+                        "the head's taps are not the manifest's".into(),
+                    ));
                 }
+                check_levels(head.bicmci.len(), &self.detector.taps)?;
                 Some(head)
             }
             (Mode::Trained, None) => {

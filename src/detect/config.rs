@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::clip::ClipConfig;
 use crate::error::{Error, Result};
 
+/// A detector's settings: input size, the CLIP-VV path and taps, τ, σ, score fusion and threshold.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DetectorConfig {
@@ -50,6 +51,7 @@ impl DetectorConfig {
         }
     }
 
+    /// Check the settings against a backbone of `layers` blocks and `patch_size`.
     pub fn validate(&self, layers: usize, patch_size: usize) -> Result<()> {
         let bad = |m: String| Err(Error::Invalid(format!("detector config: {m}")));
         if self.input_size == 0

@@ -2,38 +2,29 @@
 //! through the centre crop to the original image.
 
 use burn::prelude::*;
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
+use super::upsample::{source_coord_u64, upsample_bilinear};
 use crate::clip::preprocess::Geometry;
 
 /// `Σ_l up((S_l[a] + 1 − S_l[n]) / 2)` for a batch: `[B, S, S]`, or `None` without taps.
-/// Each tap's map is up-sampled bilinearly (half-pixel centres, as
-/// `F.interpolate(align_corners=False)`).
+/// Up-sampling is bilinear (half-pixel centres, as `F.interpolate(align_corners=False)`)
+/// and linear, so the tap maps are summed on the patch grid and up-sampled once.
 pub fn summed_maps(local: &[Tensor<3>], grid: usize, size: usize) -> Option<Tensor<3>> {
-    let mut total: Option<Tensor<4>> = None;
+    let mut total: Option<Tensor<3>> = None;
     for s in local {
-        let [b, n, _] = s.dims();
         let normal = s.clone().narrow(2, 0, 1);
         let abnormal = s.clone().narrow(2, 1, 1);
-        let m = (abnormal - normal + 1.0)
-            .div_scalar(2.0)
-            .reshape([b, 1, grid, grid]);
-        debug_assert_eq!(n, grid * grid);
-        let up = interpolate(
-            m,
-            InterpolateOptions::new(InterpolateMode::Bilinear)
-                .with_align_corners(false)
-                .with_output_size([size, size]),
-        );
+        let m = (abnormal - normal + 1.0).div_scalar(2.0);
         total = Some(match total {
-            Some(t) => t + up,
-            None => up,
+            Some(t) => t + m,
+            None => m,
         });
     }
     let total = total?;
-    let [b, _, _, _] = total.dims();
-    Some(total.reshape([b, size, size]))
+    let [b, n, _] = total.dims();
+    debug_assert_eq!(n, grid * grid);
+    let up = upsample_bilinear(total.reshape([b, 1, grid, grid]), size);
+    Some(up.reshape([b, size, size]))
 }
 
 /// The 1-D Gaussian kernel `scipy.ndimage.gaussian_filter` uses: radius `int(4σ + 0.5)`.
@@ -94,44 +85,37 @@ fn blur_1d(
     out
 }
 
-/// Bilinear resize with half-pixel centres (`F.interpolate(mode="bilinear",
-/// align_corners=False)`, no anti-aliasing).
-pub fn resize_bilinear(src: &[f32], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec<f32> {
-    let coord = |d: usize, s: usize, n: usize| -> (usize, usize, f32) {
-        let x = ((d as f64 + 0.5) * s as f64 / n as f64 - 0.5).max(0.0);
-        let x0 = (x.floor() as usize).min(s - 1);
-        let x1 = (x0 + 1).min(s - 1);
-        (x0, x1, (x - x0 as f64) as f32)
+/// Undo the centre crop and the resize: the `size × size` map is placed where the crop
+/// came from in the resized image, and that canvas is resized (bilinearly) to the original
+/// size. The strips the crop cut off were never seen by the model and get 0.
+///
+/// The canvas is never built: each output pixel samples it through [`source_coord`], so
+/// memory is the output's alone, however long the resized image's side.
+pub fn to_original(map: &[f32], g: &Geometry) -> Vec<f32> {
+    let s = g.size as usize;
+    let (ow, oh) = (g.original.0 as usize, g.original.1 as usize);
+    // Canvas value at resized position (x, y): the map inside the crop, else 0.
+    let at = |x: u64, y: u64| -> f32 {
+        match (x.checked_sub(g.crop.0), y.checked_sub(g.crop.1)) {
+            (Some(cx), Some(cy)) if cx < s as u64 && cy < s as u64 => {
+                map[cy as usize * s + cx as usize]
+            }
+            _ => 0.0,
+        }
     };
-    let mut out = vec![0.0f32; dw * dh];
-    for y in 0..dh {
-        let (y0, y1, fy) = coord(y, sh, dh);
-        for x in 0..dw {
-            let (x0, x1, fx) = coord(x, sw, dw);
-            let top = src[y0 * sw + x0] * (1.0 - fx) + src[y0 * sw + x1] * fx;
-            let bottom = src[y1 * sw + x0] * (1.0 - fx) + src[y1 * sw + x1] * fx;
-            out[y * dw + x] = top * (1.0 - fy) + bottom * fy;
+    let axis = |out: usize, resized: u64| -> Vec<(u64, u64, f32)> {
+        (0..out)
+            .map(|i| source_coord_u64(i as u64, resized, out as u64))
+            .collect()
+    };
+    let (xs, ys) = (axis(ow, g.resized.0), axis(oh, g.resized.1));
+    let mut out = Vec::with_capacity(ow * oh);
+    for &(y0, y1, fy) in &ys {
+        for &(x0, x1, fx) in &xs {
+            let top = at(x0, y0) * (1.0 - fx) + at(x1, y0) * fx;
+            let bottom = at(x0, y1) * (1.0 - fx) + at(x1, y1) * fx;
+            out.push(top * (1.0 - fy) + bottom * fy);
         }
     }
     out
-}
-
-/// Undo the centre crop and the resize: the `size × size` map is placed where the crop
-/// came from in the resized image, and that canvas is resized to the original size. The
-/// strips the crop cut off were never seen by the model and get 0.
-pub fn to_original(map: &[f32], g: &Geometry) -> Vec<f32> {
-    let s = g.size as usize;
-    let (rw, rh) = (g.resized.0 as usize, g.resized.1 as usize);
-    let (cx, cy) = (g.crop.0 as usize, g.crop.1 as usize);
-    let mut canvas = vec![0.0f32; rw * rh];
-    for y in 0..s {
-        canvas[(cy + y) * rw + cx..(cy + y) * rw + cx + s]
-            .copy_from_slice(&map[y * s..(y + 1) * s]);
-    }
-    let (ow, oh) = (g.original.0 as usize, g.original.1 as usize);
-    if (ow, oh) == (rw, rh) {
-        canvas
-    } else {
-        resize_bilinear(&canvas, rw, rh, ow, oh)
-    }
 }

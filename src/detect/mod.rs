@@ -4,28 +4,32 @@
 
 pub mod bundle;
 pub mod config;
+pub mod head_file;
 pub mod maps;
 pub mod render;
+mod result;
+pub(crate) mod upsample;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use burn::tensor::activation::softmax;
 use image::DynamicImage;
-use serde::Serialize;
 use web_time::Instant;
 
-use crate::clip::embed::to_vec;
-use crate::clip::preprocess::{Geometry, preprocess};
+use crate::clip::preprocess::{Geometry, image_batch};
 use crate::clip::vision::VisionTower;
 use crate::clip::{Clip, Tokenizer, VvOptions};
 use crate::error::{Error, Result};
-use crate::head::file::{HeadMeta, load_head_file};
-use crate::head::knowledge::KnowledgeBase;
+use crate::head::knowledge::{Knowledge, KnowledgeBase};
 use crate::head::prompts::{PromptTokens, l2_normalize};
 use crate::head::{BackboneId, Head, score};
+use crate::tensor_io::to_vec;
 pub use config::DetectorConfig;
+use head_file::{HeadMeta, check_levels, load_head_file};
+pub use result::{AnomalyMap, Calibration, Detection, JsDetection, JsTimings, Timings};
 
 /// CLIP's usual prompt templates, used to wrap each knowledge text in training-free mode.
 pub const TEMPLATES: [&str; 7] = [
@@ -38,51 +42,14 @@ pub const TEMPLATES: [&str; 7] = [
     "a good photo of a {}.",
 ];
 
-/// A per-pixel anomaly map in `[0, 1]` (the tap maps' mean), row-major.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct AnomalyMap {
-    pub width: u32,
-    pub height: u32,
-    pub values: Vec<f32>,
-}
-
-impl AnomalyMap {
-    pub fn max(&self) -> f32 {
-        self.values.iter().copied().fold(0.0, f32::max)
-    }
-}
-
-/// Wall time of each stage, in milliseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
-pub struct Timings {
-    pub preprocess_ms: f64,
-    pub backbone_ms: f64,
-    pub head_ms: f64,
-    pub postprocess_ms: f64,
-}
-
-/// The result for one image.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Detection {
-    /// Fused image score (spec §7).
-    pub score: f32,
-    /// `score ≥ threshold`.
-    pub is_anomalous: bool,
-    /// The global abnormal probability `p`.
-    pub global_probability: f32,
-    /// At the original image size.
-    pub map: AnomalyMap,
-    pub timings: Timings,
-}
-
-/// What calibration measured and chose.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Calibration {
-    pub threshold: f64,
-    pub images: usize,
-    pub mean: f64,
-    pub std: f64,
-    pub max: f64,
+/// Where a detector's scoring comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DetectorSource {
+    /// Training-free mode: plain CLIP with a knowledge base's prompt ensemble and the
+    /// backbone's default settings ([`DetectorConfig::for_clip`]).
+    TrainingFree(Knowledge),
+    /// Trained mode: a head file, with the settings it was trained with.
+    Head(PathBuf),
 }
 
 /// A forward pass waiting to be read back.
@@ -93,11 +60,28 @@ struct Run {
     times: [Instant; 3],
 }
 
+/// Zero-shot anomaly detection with a frozen CLIP image tower: an image score and a map
+/// at the image's own size for every image.
+///
+/// ```no_run
+/// use kanoclip::{BackendKind, Detector, DetectorSource, Knowledge};
+/// let detector = Detector::from_files(
+///     "weights/vit-b-16/clip_config.json",
+///     "weights/vit-b-16/open_clip_model.safetensors",
+///     DetectorSource::TrainingFree(Knowledge::Industrial),
+///     BackendKind::Cpu,
+/// )?;
+/// let found = detector.detect(&kanoclip::load_image("part.png")?)?;
+/// println!("score {:.3}, anomalous: {}", found.score, found.is_anomalous);
+/// # Ok::<(), kanoclip::Error>(())
+/// ```
 pub struct Detector {
-    /// The frozen image tower: all a detector needs of CLIP once the texts are encoded.
-    pub vision: VisionTower,
-    pub head: Option<Head>,
-    pub config: DetectorConfig,
+    vision: VisionTower,
+    head: Option<Head>,
+    config: DetectorConfig,
+    /// The decision threshold's bits: the one owner of the threshold, settable through a
+    /// shared reference (the browser glue shares the detector with pending detections).
+    threshold: AtomicU64,
     /// `[t_n; t_a]`, L2-normalised, computed once at load.
     text: Tensor<2>,
     /// The positional embedding for `config.input_size`, resized once at load.
@@ -105,6 +89,27 @@ pub struct Detector {
 }
 
 impl Detector {
+    /// The one obvious call (native builds): load CLIP from a config and a weights file onto a device of
+    /// `backend`, and build the detector `source` asks for. The tokenizer is built inside.
+    #[cfg(feature = "native")]
+    pub fn from_files(
+        clip_config: impl AsRef<Path>,
+        weights: impl AsRef<Path>,
+        source: DetectorSource,
+        backend: crate::BackendKind,
+    ) -> Result<Self> {
+        let device = crate::device::device_blocking(backend)?;
+        let clip = Clip::from_files(clip_config, weights, &device)?;
+        let tokenizer = Tokenizer::new()?;
+        match source {
+            DetectorSource::TrainingFree(knowledge) => {
+                let config = DetectorConfig::for_clip(&clip.config);
+                Self::training_free(clip, &knowledge.load()?, &tokenizer, config)
+            }
+            DetectorSource::Head(path) => Self::load(clip, path, &tokenizer),
+        }
+    }
+
     /// A detector from its parts: the image tower, a head or none (training-free), the
     /// settings, and the state texts `[t_n; t_a]` (`[2, D]`, L2-normalised) encoded
     /// beforehand, so that no text tower is needed (the browser bundle's case).
@@ -122,19 +127,14 @@ impl Detector {
                 vision.proj.dims()[1]
             )));
         }
-        if let Some(h) = &head
-            && h.bicmci.len() != config.taps.len()
-        {
-            return Err(Error::Head(format!(
-                "{} Bi-CMCI levels for {} taps",
-                h.bicmci.len(),
-                config.taps.len()
-            )));
+        if let Some(h) = &head {
+            check_levels(h.bicmci.len(), &config.taps)?;
         }
         let pos = vision.positional_embedding_for(config.input_size / vision.patch_size);
         Ok(Detector {
             vision,
             head,
+            threshold: AtomicU64::new(config.threshold.to_bits()),
             config,
             text,
             pos,
@@ -164,15 +164,15 @@ impl Detector {
     }
 
     /// Trained mode: the head file's prompts, Bi-CMCI and adapter, and the detector settings
-    /// it was trained with. A head built for another backbone is refused.
+    /// it was trained with. A head built for another backbone is refused
+    /// ([`Error::Incompatible`]).
     pub fn load(clip: Clip, head_path: impl AsRef<Path>, tokenizer: &Tokenizer) -> Result<Self> {
-        let device = clip.vision.conv1.device();
         let backbone = BackboneId::of(&clip);
         let (head, meta) = load_head_file(
             head_path,
             &backbone,
             clip.config.text.context_length,
-            &device,
+            &clip.device(),
         )?;
         Self::with_head(clip, head, meta, tokenizer)
     }
@@ -184,13 +184,8 @@ impl Detector {
         meta: HeadMeta,
         tokenizer: &Tokenizer,
     ) -> Result<Self> {
-        let levels = meta.detector.taps.len();
-        if head.bicmci.len() != levels || meta.head.levels != levels {
-            return Err(Error::Head(format!(
-                "{} Bi-CMCI levels for {levels} taps",
-                head.bicmci.len()
-            )));
-        }
+        check_levels(meta.head.levels, &meta.detector.taps)?;
+        check_levels(head.bicmci.len(), &meta.detector.taps)?;
         let tokens =
             PromptTokens::new(tokenizer, meta.head.n_ctx, clip.config.text.context_length)?;
         clip.check_tokens(&tokens.rows)?;
@@ -198,24 +193,45 @@ impl Detector {
         Self::from_parts(clip.vision, Some(head), meta.detector, text)
     }
 
+    /// The settings in force (with the current threshold).
+    pub fn config(&self) -> DetectorConfig {
+        DetectorConfig {
+            threshold: self.threshold(),
+            ..self.config.clone()
+        }
+    }
+
+    /// The trained head, if any.
+    pub fn head(&self) -> Option<&Head> {
+        self.head.as_ref()
+    }
+
     /// The state text features `[t_n; t_a]`.
     pub fn text_features(&self) -> &Tensor<2> {
         &self.text
     }
 
-    pub fn set_threshold(&mut self, threshold: f64) -> Result<()> {
+    /// The decision threshold: an image is anomalous when its score is at or above it.
+    pub fn threshold(&self) -> f64 {
+        f64::from_bits(self.threshold.load(Ordering::Relaxed))
+    }
+
+    /// Set the decision threshold (finite), for every detection from now on.
+    pub fn set_threshold(&self, threshold: f64) -> Result<()> {
         if !threshold.is_finite() {
             return Err(Error::Invalid(format!(
                 "threshold {threshold} is not finite"
             )));
         }
-        self.config.threshold = threshold;
+        self.threshold.store(threshold.to_bits(), Ordering::Relaxed);
         Ok(())
     }
 
+    /// Detect on one image.
     pub fn detect(&self, image: &DynamicImage) -> Result<Detection> {
         let mut out = self.detect_batch(std::slice::from_ref(image))?;
-        out.pop().ok_or_else(|| Error::Backend("no result".into()))
+        out.pop()
+            .ok_or_else(|| Error::Invalid("the batch gave no result".into()))
     }
 
     /// Detect on several images in one forward pass. Timings are per image (batch time
@@ -238,13 +254,13 @@ impl Detector {
             return Ok(Vec::new());
         }
         let run = self.forward(images, false)?;
-        let read = |e| Error::Backend(format!("{e:?}"));
+        let read = |e| Error::backend("reading results back", e);
         let probs = run.probs.clone().into_data_async().await.map_err(read)?;
         let maps = run.maps.clone().into_data_async().await.map_err(read)?;
         let vec = |d: TensorData| {
             d.convert::<f32>()
                 .try_into_vec::<f32>()
-                .map_err(|e| Error::Backend(format!("{e:?}")))
+                .map_err(|e| Error::backend("converting results", e))
         };
         let (probs, maps) = (vec(probs)?, vec(maps)?);
         Ok(self.finish(run, &probs, &maps))
@@ -260,22 +276,12 @@ impl Detector {
             if sync {
                 device
                     .sync()
-                    .map_err(|e| Error::Backend(format!("{e:?}")))?;
+                    .map_err(|e| Error::backend("running the backbone", e))?;
             }
             Ok(())
         };
         let t0 = Instant::now();
-        let mut pixels = Vec::with_capacity(images.len() * 3 * size * size);
-        let mut geometry: Vec<Geometry> = Vec::with_capacity(images.len());
-        for image in images {
-            let p = preprocess(image, size as u32)?;
-            pixels.extend(p.pixels);
-            geometry.push(p.geometry);
-        }
-        let batch = Tensor::<4>::from_data(
-            TensorData::new(pixels, [images.len(), 3, size, size]),
-            &device,
-        );
+        let (batch, geometry) = image_batch(images, size, &device)?;
         let t1 = Instant::now();
         let vv = VvOptions {
             vv_from: Some(self.config.vv_from),
@@ -308,6 +314,7 @@ impl Detector {
         let size = self.config.input_size;
         let taps = self.config.taps.len() as f32;
         let w = self.config.global_weight as f32;
+        let threshold = self.threshold();
         let mut out = Vec::with_capacity(run.geometry.len());
         for (i, g) in run.geometry.iter().enumerate() {
             let raw = &maps[i * size * size..(i + 1) * size * size];
@@ -319,7 +326,8 @@ impl Detector {
             let values = maps::to_original(&smooth, g);
             out.push(Detection {
                 score,
-                is_anomalous: f64::from(score) >= self.config.threshold,
+                is_anomalous: f64::from(score) >= threshold,
+                threshold,
                 global_probability: p,
                 map: AnomalyMap {
                     width: g.original.0,
@@ -349,7 +357,7 @@ impl Detector {
     /// three standard deviations above their mean, and never at or below a calibration
     /// image's own score, so that none of them is flagged. One image is enough to run it,
     /// but the spread is only meaningful with several (10 or more).
-    pub fn calibrate(&mut self, normal_images: &[DynamicImage]) -> Result<Calibration> {
+    pub fn calibrate(&self, normal_images: &[DynamicImage]) -> Result<Calibration> {
         if normal_images.is_empty() {
             return Err(Error::Invalid(
                 "calibration needs at least one normal image".into(),
@@ -364,7 +372,7 @@ impl Detector {
             );
         }
         let cal = calibration_rule(&scores)?;
-        self.config.threshold = cal.threshold;
+        self.set_threshold(cal.threshold)?;
         Ok(cal)
     }
 }

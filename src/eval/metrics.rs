@@ -151,6 +151,7 @@ impl PixelHistogram {
         }
     }
 
+    /// Add another histogram's counts (from another thread or chunk).
     pub fn merge(&mut self, other: &PixelHistogram) {
         for (a, b) in self.negatives.iter_mut().zip(&other.negatives) {
             *a += b;
@@ -168,10 +169,12 @@ impl PixelHistogram {
             .collect()
     }
 
+    /// Pixel AUROC, or `None` without both classes.
     pub fn auroc(&self) -> Option<f64> {
         auroc_from_points(&self.points())
     }
 
+    /// Pixel average precision, or `None` without anomalous pixels.
     pub fn average_precision(&self) -> Option<f64> {
         ap_from_points(&self.points())
     }

@@ -185,6 +185,7 @@ impl ProHistogram {
         }
     }
 
+    /// Add another histogram's counts.
     pub fn merge(&mut self, other: &ProHistogram) {
         self.regions += other.regions;
         for (a, b) in self.background.iter_mut().zip(&other.background) {

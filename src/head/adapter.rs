@@ -3,29 +3,48 @@
 //! to the global feature, `g' = g + α · pooled`. The last conv starts at zero.
 
 use burn::module::{Module, Param};
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Initializer, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::gelu;
 
+/// The Conv-Adapter of spec §5.
 #[derive(Module, Debug)]
 pub struct ConvAdapter {
+    /// 1×1, D → r.
     pub c1: Conv2d,
+    /// 3×3, r → r.
     pub c2: Conv2d,
+    /// 1×1, r → D (starts at zero).
     pub c3: Conv2d,
 }
 
 impl ConvAdapter {
+    /// A fresh adapter: the first two convs drawn at random, the last at zero (so the
+    /// untrained adapter adds nothing).
     pub fn init(dim: usize, reduction: usize, device: &Device) -> Self {
+        Self::init_with(dim, reduction, false, device)
+    }
+
+    /// With `zeroed`, every weight starts at zero and nothing is drawn at random.
+    pub(crate) fn init_with(dim: usize, reduction: usize, zeroed: bool, device: &Device) -> Self {
         let r = dim / reduction;
-        let mut c3 = Conv2dConfig::new([r, dim], [1, 1]).init(device);
+        let conv = |c: Conv2dConfig| {
+            if zeroed {
+                c.with_initializer(Initializer::Zeros).init(device)
+            } else {
+                c.init(device)
+            }
+        };
+        let mut c3 = conv(Conv2dConfig::new([r, dim], [1, 1]));
         c3.weight = Param::from_tensor(Tensor::zeros([dim, r, 1, 1], device));
         c3.bias = Some(Param::from_tensor(Tensor::zeros([dim], device)));
         ConvAdapter {
-            c1: Conv2dConfig::new([dim, r], [1, 1]).init(device),
-            c2: Conv2dConfig::new([r, r], [3, 3])
-                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                .init(device),
+            c1: conv(Conv2dConfig::new([dim, r], [1, 1])),
+            c2: conv(
+                Conv2dConfig::new([r, r], [3, 3])
+                    .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)),
+            ),
             c3,
         }
     }

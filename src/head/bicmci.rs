@@ -4,24 +4,46 @@
 //! so an untrained Bi-CMCI is the identity.
 
 use burn::module::{Module, Param};
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
+/// One direction of Bi-CMCI: pre-LayerNorm multi-head cross-attention with a zero-initialised output projection.
 #[derive(Module, Debug)]
 pub struct CrossAttention {
+    /// LayerNorm of the queries.
     pub ln_q: LayerNorm,
+    /// LayerNorm of the keys and values.
     pub ln_kv: LayerNorm,
+    /// Query projection.
     pub q: Linear,
+    /// Key projection.
     pub k: Linear,
+    /// Value projection.
     pub v: Linear,
+    /// Output projection.
     pub out: Linear,
+    /// Attention heads.
     pub heads: usize,
 }
 
 impl CrossAttention {
+    /// A fresh cross-attention: q, k, v drawn at random, the output projection at zero.
     pub fn init(dim: usize, heads: usize, device: &Device) -> Self {
-        let lin = || LinearConfig::new(dim, dim).init(device);
+        Self::init_with(dim, heads, false, device)
+    }
+
+    /// With `zeroed`, every weight starts at zero and nothing is drawn from the device's
+    /// random generator (a template that a file then fills).
+    pub(crate) fn init_with(dim: usize, heads: usize, zeroed: bool, device: &Device) -> Self {
+        let lin = || {
+            let c = LinearConfig::new(dim, dim);
+            if zeroed {
+                c.with_initializer(Initializer::Zeros).init(device)
+            } else {
+                c.init(device)
+            }
+        };
         let mut out = lin();
         out.weight = Param::from_tensor(Tensor::zeros([dim, dim], device));
         out.bias = Some(Param::from_tensor(Tensor::zeros([dim], device)));
@@ -66,10 +88,15 @@ pub struct BiCmciLevel {
 }
 
 impl BiCmciLevel {
+    /// A fresh level, the identity until trained (see [`CrossAttention::init`]).
     pub fn init(dim: usize, heads: usize, device: &Device) -> Self {
+        Self::init_with(dim, heads, false, device)
+    }
+
+    pub(crate) fn init_with(dim: usize, heads: usize, zeroed: bool, device: &Device) -> Self {
         BiCmciLevel {
-            image_from_text: CrossAttention::init(dim, heads, device),
-            text_from_image: CrossAttention::init(dim, heads, device),
+            image_from_text: CrossAttention::init_with(dim, heads, zeroed, device),
+            text_from_image: CrossAttention::init_with(dim, heads, zeroed, device),
         }
     }
 

@@ -10,16 +10,24 @@ use crate::error::{Error, Result};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackboneId {
+    /// CLIP's joint embedding width.
     pub embed_dim: usize,
+    /// Image tower width.
     pub vision_width: usize,
+    /// Image tower depth.
     pub vision_layers: usize,
+    /// Patch side.
     pub patch_size: usize,
+    /// Text tower width.
     pub text_width: usize,
+    /// Text tower depth.
     pub text_layers: usize,
+    /// Hash of the patch embedding rounded to f16 (hex).
     pub fingerprint: String,
 }
 
 impl BackboneId {
+    /// The identity of a loaded CLIP model.
     pub fn of(clip: &Clip) -> Self {
         let c = &clip.config;
         BackboneId {
@@ -74,6 +82,7 @@ impl HeadConfig {
         (self.deep_blocks[0].max(1)..=self.deep_blocks[1].min(layers)).collect()
     }
 
+    /// Check the config against the backbone's embedding width and text context.
     pub fn validate(&self, embed_dim: usize, context_length: usize) -> Result<()> {
         let bad = |m: String| Err(Error::Head(m));
         if self.n_ctx == 0 || self.n_ctx + 8 > context_length {

@@ -33,7 +33,9 @@ pub struct Provenance {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateTexts {
+    /// Descriptions of the normal state.
     pub normal: Vec<String>,
+    /// Descriptions of the abnormal state.
     pub abnormal: Vec<String>,
 }
 
@@ -43,21 +45,61 @@ pub struct StateTexts {
 pub struct KnowledgeBase {
     /// Always `"kanoclip-knowledge/1"`.
     pub format: String,
+    /// What the texts describe (`industrial`, `medical`, …).
     pub domain: String,
     /// General knowledge from a language model (or a curator).
     pub general: StateTexts,
+    /// Who wrote the general texts.
     pub general_provenance: Provenance,
     /// Optional image-specific knowledge: training-image path (relative to the dataset root)
     /// to the description a vision model gave for it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub specific: BTreeMap<String, String>,
+    /// Who wrote the specific texts (required when there are any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub specific_provenance: Option<Provenance>,
 }
 
+/// The `format` of a knowledge file.
 pub const FORMAT: &str = "kanoclip-knowledge/1";
 
+/// Which knowledge base to use: one of those compiled into kanoclip, or a file.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Knowledge {
+    /// `weights/knowledge/industrial.json`: products and parts (MVTec AD, VisA).
+    Industrial,
+    /// `weights/knowledge/medical.json`: medical images.
+    Medical,
+    /// A knowledge file.
+    File(std::path::PathBuf),
+}
+
+impl Knowledge {
+    /// `industrial`, `medical`, or else a path.
+    pub fn parse(name_or_path: &str) -> Self {
+        match name_or_path {
+            "industrial" => Knowledge::Industrial,
+            "medical" => Knowledge::Medical,
+            path => Knowledge::File(path.into()),
+        }
+    }
+
+    /// Read and check the knowledge base.
+    pub fn load(&self) -> Result<KnowledgeBase> {
+        match self {
+            Knowledge::Industrial => KnowledgeBase::from_json_str(include_str!(
+                "../../weights/knowledge/industrial.json"
+            )),
+            Knowledge::Medical => {
+                KnowledgeBase::from_json_str(include_str!("../../weights/knowledge/medical.json"))
+            }
+            Knowledge::File(path) => KnowledgeBase::from_file(path),
+        }
+    }
+}
+
 impl KnowledgeBase {
+    /// Parse and check a knowledge base from its JSON text.
     pub fn from_json_str(text: &str) -> Result<Self> {
         let kb: KnowledgeBase = serde_json::from_str(text)
             .map_err(|e| Error::Knowledge(format!("malformed knowledge JSON: {e}")))?;
@@ -65,23 +107,22 @@ impl KnowledgeBase {
         Ok(kb)
     }
 
+    /// Read, parse and check a knowledge file (at most [`MAX_FILE_BYTES`]).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         if meta.len() > MAX_FILE_BYTES {
             return Err(Error::Knowledge(format!(
-                "{}: {} bytes is over the {MAX_FILE_BYTES}-byte limit for a knowledge file",
-                path.display(),
+                "{} bytes is over the {MAX_FILE_BYTES}-byte limit for a knowledge file",
                 meta.len()
-            )));
+            ))
+            .in_file(path));
         }
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::from_json_str(&text).map_err(|e| match e {
-            Error::Knowledge(m) => Error::Knowledge(format!("{}: {m}", path.display())),
-            other => other,
-        })
+        Self::from_json_str(&text).map_err(|e| e.in_file(path))
     }
 
+    /// Check the format, that both states have texts, and every text's length.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Knowledge(m));
         if self.format != FORMAT {

@@ -4,9 +4,9 @@
 pub mod adapter;
 pub mod bicmci;
 pub mod config;
-pub mod file;
 pub mod knowledge;
 pub mod prompts;
+pub(crate) mod tensors;
 
 use burn::module::Module;
 use burn::prelude::*;
@@ -21,9 +21,13 @@ use prompts::{Prompts, l2_normalize};
 /// The trainable parameters: prompts, one Bi-CMCI per tap level, and the adapter.
 #[derive(Module, Debug)]
 pub struct Head {
+    /// KnPL's learnable prompts.
     pub prompts: Prompts,
+    /// One Bi-CMCI per tap level.
     pub bicmci: Vec<BiCmciLevel>,
+    /// The Conv-Adapter.
     pub adapter: ConvAdapter,
+    /// Weight of the adapter's output in `g' = g + α · pooled`.
     pub alpha: f64,
 }
 
@@ -36,12 +40,24 @@ impl Head {
         text_layers: usize,
         device: &Device,
     ) -> Self {
+        Self::init_with(cfg, embed_dim, text_width, text_layers, false, device)
+    }
+
+    /// With `zeroed`, a template of the right shapes with nothing drawn at random.
+    pub(crate) fn init_with(
+        cfg: &HeadConfig,
+        embed_dim: usize,
+        text_width: usize,
+        text_layers: usize,
+        zeroed: bool,
+        device: &Device,
+    ) -> Self {
         Head {
-            prompts: Prompts::init(cfg, text_width, text_layers, device),
+            prompts: Prompts::init_with(cfg, text_width, text_layers, zeroed, device),
             bicmci: (0..cfg.levels)
-                .map(|_| BiCmciLevel::init(embed_dim, cfg.attn_heads, device))
+                .map(|_| BiCmciLevel::init_with(embed_dim, cfg.attn_heads, zeroed, device))
                 .collect(),
-            adapter: ConvAdapter::init(embed_dim, cfg.adapter_reduction, device),
+            adapter: ConvAdapter::init_with(embed_dim, cfg.adapter_reduction, zeroed, device),
             alpha: cfg.alpha,
         }
     }

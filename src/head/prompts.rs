@@ -11,10 +11,12 @@ use crate::clip::Tokenizer;
 use crate::clip::text::{TextTower, eot_positions};
 use crate::error::Result;
 
+/// KnPL's learnable context vectors and deep prompts.
 #[derive(Module, Debug)]
 pub struct Prompts {
     /// `[M, text width]` each.
     pub normal_ctx: Param<Tensor<2>>,
+    /// `[M, text width]`: the abnormal prompt's context.
     pub abnormal_ctx: Param<Tensor<2>>,
     /// One `[deep_len, text width]` per deep block, in block order.
     pub deep: Vec<Param<Tensor<2>>>,
@@ -25,6 +27,7 @@ pub struct Prompts {
 /// The fixed template token rows, made once.
 #[derive(Clone, Debug)]
 pub struct PromptTokens {
+    /// The two template rows (normal, abnormal).
     pub rows: Vec<Vec<u32>>,
 }
 
@@ -44,27 +47,29 @@ impl PromptTokens {
 impl Prompts {
     /// Random init, `N(0, 0.02)` as AnomalyCLIP.
     pub fn init(cfg: &HeadConfig, text_width: usize, text_layers: usize, device: &Device) -> Self {
-        let normal = || {
-            Param::from_tensor(Tensor::random(
-                [cfg.n_ctx, text_width],
-                Distribution::Normal(0.0, 0.02),
-                device,
-            ))
+        Self::init_with(cfg, text_width, text_layers, false, device)
+    }
+
+    /// With `zeroed`, every vector starts at zero and nothing is drawn at random.
+    pub(crate) fn init_with(
+        cfg: &HeadConfig,
+        text_width: usize,
+        text_layers: usize,
+        zeroed: bool,
+        device: &Device,
+    ) -> Self {
+        let draw = |rows: usize| {
+            Param::from_tensor(if zeroed {
+                Tensor::zeros([rows, text_width], device)
+            } else {
+                Tensor::random([rows, text_width], Distribution::Normal(0.0, 0.02), device)
+            })
         };
         let deep_blocks = cfg.deep_block_list(text_layers);
         Prompts {
-            normal_ctx: normal(),
-            abnormal_ctx: normal(),
-            deep: deep_blocks
-                .iter()
-                .map(|_| {
-                    Param::from_tensor(Tensor::random(
-                        [cfg.deep_len, text_width],
-                        Distribution::Normal(0.0, 0.02),
-                        device,
-                    ))
-                })
-                .collect(),
+            normal_ctx: draw(cfg.n_ctx),
+            abnormal_ctx: draw(cfg.n_ctx),
+            deep: deep_blocks.iter().map(|_| draw(cfg.deep_len)).collect(),
             deep_blocks,
         }
     }

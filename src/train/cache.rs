@@ -25,10 +25,13 @@ use crate::head::BackboneId;
 /// One image's features: `global` `[D]`, and per tap `[tokens · D]` row-major.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Features {
+    /// The global feature `[D]`.
     pub global: Vec<f32>,
+    /// Each tap's tokens `[tokens × D]`, row-major.
     pub taps: Vec<Vec<f32>>,
 }
 
+/// The on-disk cache of frozen CLIP features.
 pub struct FeatureCache {
     dir: PathBuf,
     prefix: Vec<u8>,
@@ -38,6 +41,7 @@ pub struct FeatureCache {
 }
 
 impl FeatureCache {
+    /// A cache in `dir` for this backbone and these detector settings.
     pub fn new(
         dir: impl AsRef<Path>,
         backbone: &BackboneId,
@@ -96,6 +100,7 @@ impl FeatureCache {
         Some(Features { global, taps })
     }
 
+    /// Store an entry (atomically).
     pub fn put(&self, key: &str, f: &Features) -> Result<()> {
         let (tokens, d) = self.tap_shape;
         let le = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };

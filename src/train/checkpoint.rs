@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::head::Head;
 
+/// The `format` of a checkpoint file.
 pub const FORMAT: &str = "kanoclip-checkpoint/1";
 
 /// Where training stands and what it was started with.
@@ -26,8 +27,11 @@ pub const FORMAT: &str = "kanoclip-checkpoint/1";
 pub struct Progress {
     /// The epoch to continue in (0-based) and the first step of it still to run.
     pub epoch: usize,
+    /// See `epoch`.
     pub step: usize,
+    /// The run's seed.
     pub seed: u64,
+    /// The run's batch size.
     pub batch: usize,
     /// Training images, to refuse a resume on another data set.
     pub images: usize,
@@ -35,9 +39,13 @@ pub struct Progress {
 
 /// The checkpoint, decoded.
 pub struct Checkpoint {
+    /// Where it stopped.
     pub progress: Progress,
+    /// The head file's bytes.
     pub head: Vec<u8>,
+    /// Adam's state (Burnpack record).
     pub optimizer: Vec<u8>,
+    /// The head's parameter ids in visiting order.
     pub param_ids: Vec<u64>,
 }
 
@@ -80,6 +88,7 @@ pub fn with_param_ids(head: Head, ids: Vec<u64>) -> Result<Head> {
 }
 
 impl Checkpoint {
+    /// The checkpoint file's bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let metadata: HashMap<String, String> = [
             ("format".to_string(), FORMAT.to_string()),
@@ -98,6 +107,7 @@ impl Checkpoint {
         safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Invalid(e.to_string()))
     }
 
+    /// Decode a checkpoint file.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let bad = |m: String| Error::Invalid(format!("not a kanoclip checkpoint: {m}"));
         let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
@@ -124,5 +134,5 @@ impl Checkpoint {
 }
 
 fn json<T: Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| Error::Invalid(e.to_string()))
+    serde_json::to_string(v).map_err(Error::from)
 }

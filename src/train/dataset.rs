@@ -8,26 +8,37 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
+/// A data-set layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Format {
+    /// MVTec AD.
     Mvtec,
+    /// VisA (`split_csv/1cls.csv`).
     Visa,
+    /// MVTec LOCO AD.
     Loco,
+    /// A folder with `normal/`, `abnormal/` and `masks/`.
     Folder,
 }
 
+/// Train or test split.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Split {
+    /// Training images (normal only).
     Train,
+    /// Test images (normal and anomalous).
     Test,
 }
 
 /// One image.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
+    /// The image file.
     pub path: PathBuf,
+    /// Its category.
     pub category: String,
+    /// Its split.
     pub split: Split,
     /// `true` for an anomalous image.
     pub label: bool,
@@ -36,9 +47,12 @@ pub struct Sample {
     pub masks: Vec<PathBuf>,
 }
 
+/// A data set, checked.
 #[derive(Clone, Debug)]
 pub struct Dataset {
+    /// Its folder.
     pub root: PathBuf,
+    /// Every image, in a stable order.
     pub samples: Vec<Sample>,
 }
 
@@ -236,6 +250,9 @@ fn loco(root: &Path, problems: &mut Vec<String>) -> Result<Vec<Sample>> {
     mvtec_like(root, &["train/good", "validation/good"], masks, problems)
 }
 
+/// The columns of VisA's `split_csv/1cls.csv`, in the order [`visa_row`] reads them.
+const VISA_COLUMNS: [&str; 5] = ["object", "split", "label", "image", "mask"];
+
 fn visa(root: &Path, problems: &mut Vec<String>) -> Result<Vec<Sample>> {
     let csv_path = root.join("split_csv/1cls.csv");
     let text = std::fs::read_to_string(&csv_path).map_err(|e| Error::io(&csv_path, e))?;
@@ -246,79 +263,96 @@ fn visa(root: &Path, problems: &mut Vec<String>) -> Result<Vec<Sample>> {
         .split(',')
         .map(str::trim)
         .collect();
-    let col = |n: &str| header.iter().position(|h| *h == n);
-    let (Some(obj), Some(split), Some(label), Some(image), Some(mask)) = (
-        col("object"),
-        col("split"),
-        col("label"),
-        col("image"),
-        col("mask"),
-    ) else {
+    let cols: Option<Vec<usize>> = VISA_COLUMNS
+        .iter()
+        .map(|n| header.iter().position(|h| h == n))
+        .collect();
+    let Some(cols) = cols else {
         return Err(Error::Dataset(vec![format!(
-            "{}: expected the columns object,split,label,image,mask; found {}",
+            "{}: expected the columns {}; found {}",
             csv_path.display(),
+            VISA_COLUMNS.join(","),
             header.join(",")
         )]));
     };
     let mut out = Vec::new();
     for (i, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        let get = |c: usize| f.get(c).copied().unwrap_or("");
-        let anomalous = match get(label) {
-            "normal" => false,
-            "anomaly" => true,
-            other => {
-                problems.push(format!(
-                    "{} line {}: label `{other}` is neither normal nor anomaly",
-                    csv_path.display(),
-                    i + 2
-                ));
-                continue;
-            }
-        };
-        let split = match get(split) {
-            "train" => Split::Train,
-            "test" => Split::Test,
-            other => {
-                problems.push(format!(
-                    "{} line {}: split `{other}` is neither train nor test",
-                    csv_path.display(),
-                    i + 2
-                ));
-                continue;
-            }
-        };
-        let path = root.join(get(image));
-        let masks = if anomalous && !get(mask).is_empty() {
-            vec![root.join(get(mask))]
-        } else {
-            vec![]
-        };
-        if anomalous && masks.is_empty() && split == Split::Test {
-            problems.push(format!(
-                "{}: anomalous test image has no mask in {}",
-                path.display(),
-                csv_path.display()
-            ));
+        let row: Vec<&str> = cols
+            .iter()
+            .map(|&c| f.get(c).copied().unwrap_or(""))
+            .collect();
+        let at = format!("{} line {}", csv_path.display(), i + 2);
+        match visa_row(root, &row, &at, problems) {
+            Ok(sample) => out.push(sample),
+            Err(problem) => problems.push(problem),
         }
-        for m in &masks {
-            if !m.is_file() {
-                problems.push(format!(
-                    "{}: mask {} does not exist",
-                    path.display(),
-                    m.display()
-                ));
-            }
-        }
-        out.push(Sample {
-            path,
-            category: get(obj).to_string(),
-            split,
-            label: anomalous,
-            masks,
-        });
     }
     Ok(out)
+}
+
+/// `root/rel` when `rel` is a relative path that stays inside `root` (no `..`, no
+/// absolute path, no drive or root prefix).
+fn inside(root: &Path, rel: &str) -> Option<PathBuf> {
+    use std::path::Component;
+    let p = Path::new(rel);
+    p.components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        .then(|| root.join(p))
+}
+
+/// One CSV row (`object, split, label, image, mask`) to a sample; a row that cannot be
+/// used is a problem (`Err`); a usable row with a missing mask adds a problem and is kept.
+fn visa_row(
+    root: &Path,
+    row: &[&str],
+    at: &str,
+    problems: &mut Vec<String>,
+) -> std::result::Result<Sample, String> {
+    let [obj, split, label, image, mask] = [row[0], row[1], row[2], row[3], row[4]];
+    let anomalous = match label {
+        "normal" => false,
+        "anomaly" => true,
+        other => {
+            return Err(format!(
+                "{at}: label `{other}` is neither normal nor anomaly"
+            ));
+        }
+    };
+    let split = match split {
+        "train" => Split::Train,
+        "test" => Split::Test,
+        other => return Err(format!("{at}: split `{other}` is neither train nor test")),
+    };
+    let escape = |p: &str| format!("{at}: path `{p}` leaves the data set's folder");
+    let path = inside(root, image).ok_or_else(|| escape(image))?;
+    let masks = if anomalous && !mask.is_empty() {
+        vec![inside(root, mask).ok_or_else(|| escape(mask))?]
+    } else {
+        vec![]
+    };
+    if anomalous && masks.is_empty() && split == Split::Test {
+        problems.push(format!(
+            "{}: anomalous test image has no mask ({at})",
+            path.display()
+        ));
+    }
+    for m in &masks {
+        if !m.is_file() {
+            problems.push(format!(
+                "{}: mask {} does not exist",
+                path.display(),
+                m.display()
+            ));
+        }
+    }
+    Ok(Sample {
+        path,
+        category: obj.to_string(),
+        split,
+        label: anomalous,
+        masks,
+    })
 }
 
 fn folder(root: &Path, problems: &mut Vec<String>) -> Result<Vec<Sample>> {

@@ -21,34 +21,52 @@ use crate::eval::pro::ProHistogram;
 /// The FPR limit of AUPRO (spec §8).
 pub const AUPRO_LIMIT: f64 = 0.3;
 
+/// One category's metrics (`None` where undefined).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct CategoryMetrics {
+    /// The category (or `mean`).
     pub category: String,
+    /// Test images.
     pub images: usize,
+    /// Anomalous ones among them.
     pub anomalous: usize,
+    /// Image AUROC.
     pub image_auroc: Option<f64>,
+    /// Image average precision.
     pub image_ap: Option<f64>,
+    /// Image F1-max.
     pub image_f1_max: Option<f64>,
+    /// Pixel AUROC.
     pub pixel_auroc: Option<f64>,
+    /// Pixel average precision.
     pub pixel_ap: Option<f64>,
     /// AUPRO up to FPR 0.3, normalised ([`AUPRO_LIMIT`]).
     pub aupro: Option<f64>,
 }
 
+/// One image's score.
 #[derive(Clone, Debug, Serialize)]
 pub struct ScoreRow {
+    /// The image file.
     pub path: String,
+    /// Its category.
     pub category: String,
+    /// 1 for anomalous, 0 for normal.
     pub label: u8,
+    /// The detector's score.
     pub score: f32,
 }
 
+/// What `kanoclip eval` reports.
 #[derive(Clone, Debug, Serialize)]
 pub struct EvalReport {
+    /// Per category.
     pub categories: Vec<CategoryMetrics>,
     /// Means over the categories where each metric is defined.
     pub mean: CategoryMetrics,
+    /// Every image's score.
     pub scores: Vec<ScoreRow>,
+    /// Throughput of the whole run.
     pub images_per_second: f64,
 }
 
@@ -85,55 +103,10 @@ pub fn evaluate(
             .iter()
             .filter(|s| s.category == category && s.split == Split::Test)
             .collect();
-        if test.is_empty() {
-            continue;
+        if !test.is_empty() {
+            let m = evaluate_category(detector, &category, &test, &mut scores, &mut progress)?;
+            categories.push(m);
         }
-        let with_masks = test.iter().filter(|s| s.label).all(|s| !s.masks.is_empty());
-        let mut hist = PixelHistogram::default();
-        let mut pro = ProHistogram::default();
-        let (mut s_img, mut l_img) = (Vec::new(), Vec::new());
-        for chunk in test.chunks(8) {
-            let images: Vec<DynamicImage> = chunk
-                .par_iter()
-                .map(|s| load_image(&s.path))
-                .collect::<Result<_>>()?;
-            let found = detector.detect_batch(&images)?;
-            for (s, d) in chunk.iter().zip(found) {
-                if with_masks {
-                    let mask = load_mask(s, d.map.width, d.map.height)?;
-                    hist.add(&d.map.values, &mask);
-                    pro.add(&d.map.values, &mask, d.map.width as usize);
-                }
-                s_img.push(d.score);
-                l_img.push(s.label);
-                scores.push(ScoreRow {
-                    path: s.path.display().to_string(),
-                    category: category.clone(),
-                    label: u8::from(s.label),
-                    score: d.score,
-                });
-                progress(s);
-            }
-        }
-        categories.push(CategoryMetrics {
-            category: category.clone(),
-            images: s_img.len(),
-            anomalous: l_img.iter().filter(|l| **l).count(),
-            image_auroc: auroc(&s_img, &l_img),
-            image_ap: average_precision(&s_img, &l_img),
-            image_f1_max: f1_max(&s_img, &l_img),
-            pixel_auroc: if with_masks { hist.auroc() } else { None },
-            pixel_ap: if with_masks {
-                hist.average_precision()
-            } else {
-                None
-            },
-            aupro: if with_masks {
-                pro.aupro(AUPRO_LIMIT)
-            } else {
-                None
-            },
-        });
     }
     if categories.is_empty() {
         return Err(Error::Dataset(vec![format!(
@@ -141,11 +114,72 @@ pub fn evaluate(
             data.root.display()
         )]));
     }
+    let mean = mean_metrics(&categories);
+    let images_per_second = scores.len() as f64 / start.elapsed().as_secs_f64().max(1e-9);
+    Ok(EvalReport {
+        categories,
+        mean,
+        scores,
+        images_per_second,
+    })
+}
+
+/// One category's metrics; each image's score is added to `scores`.
+fn evaluate_category(
+    detector: &Detector,
+    category: &str,
+    test: &[&Sample],
+    scores: &mut Vec<ScoreRow>,
+    progress: &mut impl FnMut(&Sample),
+) -> Result<CategoryMetrics> {
+    let with_masks = test.iter().filter(|s| s.label).all(|s| !s.masks.is_empty());
+    let mut hist = PixelHistogram::default();
+    let mut pro = ProHistogram::default();
+    let (mut s_img, mut l_img) = (Vec::new(), Vec::new());
+    for chunk in test.chunks(8) {
+        let images: Vec<DynamicImage> = chunk
+            .par_iter()
+            .map(|s| load_image(&s.path))
+            .collect::<Result<_>>()?;
+        let found = detector.detect_batch(&images)?;
+        for (s, d) in chunk.iter().zip(found) {
+            if with_masks {
+                let mask = load_mask(s, d.map.width, d.map.height)?;
+                hist.add(&d.map.values, &mask);
+                pro.add(&d.map.values, &mask, d.map.width as usize);
+            }
+            s_img.push(d.score);
+            l_img.push(s.label);
+            scores.push(ScoreRow {
+                path: s.path.display().to_string(),
+                category: category.to_string(),
+                label: u8::from(s.label),
+                score: d.score,
+            });
+            progress(s);
+        }
+    }
+    let pixel = |v: Option<f64>| if with_masks { v } else { None };
+    Ok(CategoryMetrics {
+        category: category.to_string(),
+        images: s_img.len(),
+        anomalous: l_img.iter().filter(|l| **l).count(),
+        image_auroc: auroc(&s_img, &l_img),
+        image_ap: average_precision(&s_img, &l_img),
+        image_f1_max: f1_max(&s_img, &l_img),
+        pixel_auroc: pixel(hist.auroc()),
+        pixel_ap: pixel(hist.average_precision()),
+        aupro: pixel(pro.aupro(AUPRO_LIMIT)),
+    })
+}
+
+/// The mean of each metric over the categories where it is defined.
+fn mean_metrics(categories: &[CategoryMetrics]) -> CategoryMetrics {
     let mean_of = |f: fn(&CategoryMetrics) -> Option<f64>| {
         let v: Vec<f64> = categories.iter().filter_map(f).collect();
         (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
     };
-    let mean = CategoryMetrics {
+    CategoryMetrics {
         category: "mean".into(),
         images: categories.iter().map(|c| c.images).sum(),
         anomalous: categories.iter().map(|c| c.anomalous).sum(),
@@ -155,12 +189,5 @@ pub fn evaluate(
         pixel_auroc: mean_of(|c| c.pixel_auroc),
         pixel_ap: mean_of(|c| c.pixel_ap),
         aupro: mean_of(|c| c.aupro),
-    };
-    let images_per_second = scores.len() as f64 / start.elapsed().as_secs_f64().max(1e-9);
-    Ok(EvalReport {
-        categories,
-        mean,
-        scores,
-        images_per_second,
-    })
+    }
 }

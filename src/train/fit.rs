@@ -23,14 +23,18 @@ use super::checkpoint::{Checkpoint, Progress};
 use super::dataset::{Dataset, Sample, Split};
 use super::trainer::{Batch, LossParts, Trainer};
 use crate::clip::VisionOutput;
-use crate::clip::embed::{image_batch, to_vec};
+use crate::clip::preprocess::image_batch;
 use crate::clip::preprocess::{decode_image, load_image, preprocess_mask};
+use crate::detect::head_file::save_head;
 use crate::error::{Error, Result};
 use crate::head::BackboneId;
-use crate::head::file::save_head;
+use crate::tensor_io::to_vec;
 
+/// How [`fit`] runs.
 pub struct FitOptions<'a> {
+    /// Epochs.
     pub epochs: usize,
+    /// Images per step.
     pub batch: usize,
     /// The head file, rewritten after every epoch.
     pub out: PathBuf,
@@ -45,10 +49,13 @@ pub struct FitOptions<'a> {
 /// How training ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FitEnd {
+    /// All epochs ran.
     Finished,
     /// Stopped on request; the checkpoint continues at `(epoch, step)`.
     Stopped {
+        /// The epoch to continue in.
         epoch: usize,
+        /// The first step to run in it.
         step: usize,
     },
 }
@@ -136,9 +143,45 @@ fn load_batch(
     cache: Option<&FeatureCache>,
 ) -> Result<Batch> {
     let size = trainer.detector.input_size;
-    let device = trainer.clip.vision.conv1.device();
-    type Loaded = (Vec<u8>, Vec<f32>, Option<String>, Option<Features>);
-    let loaded: Vec<Loaded> = samples
+    let device = trainer.clip.device();
+    let loaded = read_samples(samples, size, cache)?;
+    let masks = Tensor::from_data(
+        TensorData::new(
+            loaded
+                .iter()
+                .flat_map(|l| l.mask.iter().copied())
+                .collect::<Vec<_>>(),
+            [samples.len(), size, size],
+        ),
+        &device,
+    );
+    Ok(Batch {
+        vision: batch_features(trainer, samples, &loaded, cache)?,
+        masks,
+        labels: samples.iter().map(|s| s.label).collect(),
+        specific: samples
+            .iter()
+            .map(|s| trainer.specific_row(&relative(&data.root, &s.path)))
+            .collect(),
+    })
+}
+
+/// One sample as read from disk: the file's bytes, its mask at the input size, and its
+/// feature-cache key and entry (when there is a cache, and a hit).
+struct Loaded {
+    bytes: Vec<u8>,
+    mask: Vec<f32>,
+    key: Option<String>,
+    hit: Option<Features>,
+}
+
+/// Read the samples' files and masks, and look them up in the cache, in parallel.
+fn read_samples(
+    samples: &[&Sample],
+    size: usize,
+    cache: Option<&FeatureCache>,
+) -> Result<Vec<Loaded>> {
+    samples
         .par_iter()
         .map(|s| {
             let bytes = std::fs::read(&s.path).map_err(|e| Error::io(&s.path, e))?;
@@ -149,67 +192,123 @@ fn load_batch(
             }
             let key = cache.map(|c| c.key(&bytes));
             let hit = cache.zip(key.as_ref()).and_then(|(c, k)| c.get(k));
-            Ok((bytes, mask, key, hit))
-        })
-        .collect::<Result<_>>()?;
-    let misses: Vec<usize> = (0..loaded.len())
-        .filter(|&i| loaded[i].3.is_none())
-        .collect();
-    let images: Vec<DynamicImage> = misses
-        .par_iter()
-        .map(|&i| {
-            decode_image(&loaded[i].0).map_err(|e| match e {
-                Error::Image(m) => Error::Image(format!("{}: {m}", samples[i].path.display())),
-                e => e,
+            Ok(Loaded {
+                bytes,
+                mask,
+                key,
+                hit,
             })
         })
+        .collect()
+}
+
+/// The frozen features of a batch: computed for the cache's misses (and stored), read for
+/// its hits, in sample order.
+fn batch_features(
+    trainer: &Trainer,
+    samples: &[&Sample],
+    loaded: &[Loaded],
+    cache: Option<&FeatureCache>,
+) -> Result<VisionOutput> {
+    let size = trainer.detector.input_size;
+    let device = trainer.clip.device();
+    let images: Vec<DynamicImage> = loaded
+        .par_iter()
+        .zip(samples)
+        .filter(|(l, _)| l.hit.is_none())
+        .map(|(l, s)| decode_image(&l.bytes).map_err(|e| e.in_file(&s.path)))
         .collect::<Result<_>>()?;
-    let masks = Tensor::from_data(
-        TensorData::new(
-            loaded
-                .iter()
-                .flat_map(|l| l.1.iter().copied())
-                .collect::<Vec<_>>(),
-            [samples.len(), size, size],
-        ),
-        &device,
-    );
-    let vision = match cache {
-        None => trainer.features(image_batch(&images, size, &device)?),
-        Some(cache) => {
-            let mut computed = if images.is_empty() {
-                Vec::new()
-            } else {
-                split_features(trainer.features(image_batch(&images, size, &device)?))?
-            }
-            .into_iter();
-            let mut all = Vec::with_capacity(loaded.len());
-            for (bytes_mask_key_hit, _) in loaded.iter().zip(samples) {
-                let f = match &bytes_mask_key_hit.3 {
-                    Some(f) => f.clone(),
-                    None => {
-                        let f = computed.next().expect("one computed entry per miss");
-                        if let Some(k) = &bytes_mask_key_hit.2 {
-                            cache.put(k, &f)?;
-                        }
-                        f
-                    }
-                };
-                all.push(f);
-            }
-            let grid = size / trainer.clip.config.vision.patch_size;
-            join_features(&all, 1 + grid * grid, &device)
-        }
+    let Some(cache) = cache else {
+        return Ok(trainer.features(image_batch(&images, size, &device)?.0));
     };
-    Ok(Batch {
-        vision,
-        masks,
-        labels: samples.iter().map(|s| s.label).collect(),
-        specific: samples
-            .iter()
-            .map(|s| trainer.specific_row(&relative(&data.root, &s.path)))
-            .collect(),
-    })
+    let computed = if images.is_empty() {
+        Vec::new()
+    } else {
+        split_features(trainer.features(image_batch(&images, size, &device)?.0))?
+    };
+    let mut computed = computed.into_iter();
+    let mut all = Vec::with_capacity(loaded.len());
+    for l in loaded {
+        let f = match &l.hit {
+            Some(f) => f.clone(),
+            None => {
+                let f = computed
+                    .next()
+                    .ok_or_else(|| Error::Invalid("fewer features than cache misses".into()))?;
+                if let Some(k) = &l.key {
+                    cache.put(k, &f)?;
+                }
+                f
+            }
+        };
+        all.push(f);
+    }
+    let grid = size / trainer.clip.config.vision.patch_size;
+    Ok(join_features(&all, 1 + grid * grid, &device))
+}
+
+/// Restore the trainer from the checkpoint at `path`, which must have been made with the
+/// same seed, batch size and images (`progress` gives what this run would record); returns
+/// where to go on: `(epoch, step)`.
+fn resume(
+    trainer: &mut Trainer,
+    path: &Path,
+    progress: impl Fn(usize, usize) -> Progress,
+) -> Result<(usize, usize)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let ckpt = Checkpoint::from_bytes(&bytes).map_err(|e| e.in_file(path))?;
+    let p = &ckpt.progress;
+    let want = progress(p.epoch, p.step);
+    if *p != want {
+        return Err(Error::Invalid(format!(
+            "{}: made with seed {}, batch {} and {} images, not seed {}, batch {} and {}",
+            path.display(),
+            p.seed,
+            p.batch,
+            p.images,
+            want.seed,
+            want.batch,
+            want.images
+        )));
+    }
+    trainer.restore(&ckpt)?;
+    Ok((p.epoch, p.step))
+}
+
+/// One JSON line of loss components for a step.
+fn log_step(
+    file: &mut std::fs::File,
+    path: &Path,
+    epoch: usize,
+    step: usize,
+    parts: &LossParts,
+) -> Result<()> {
+    let line = LogLine {
+        epoch,
+        step,
+        total: parts.total,
+        kd: parts.kd,
+        global: parts.global,
+        local: parts.local,
+    };
+    let json = serde_json::to_string(&line)?;
+    writeln!(file, "{json}").map_err(|e| Error::io(path, e))
+}
+
+/// The auxiliary data set's test split, which spec §8 trains on.
+fn training_samples(data: &Dataset) -> Result<Vec<&Sample>> {
+    let samples: Vec<&Sample> = data
+        .samples
+        .iter()
+        .filter(|s| s.split == Split::Test)
+        .collect();
+    if samples.is_empty() {
+        return Err(Error::Dataset(vec![format!(
+            "{}: no test-split images to train on",
+            data.root.display()
+        )]));
+    }
+    Ok(samples)
 }
 
 /// Train for `opts.epochs` epochs. `on_step(epoch, step, steps_per_epoch, loss)` reports
@@ -224,17 +323,7 @@ pub fn fit(
     if opts.epochs == 0 || opts.batch == 0 {
         return Err(Error::Invalid("epochs and batch must be positive".into()));
     }
-    let samples: Vec<&Sample> = data
-        .samples
-        .iter()
-        .filter(|s| s.split == Split::Test)
-        .collect();
-    if samples.is_empty() {
-        return Err(Error::Dataset(vec![format!(
-            "{}: no test-split images to train on",
-            data.root.display()
-        )]));
-    }
+    let samples = training_samples(data)?;
     let ckpt_path = checkpoint_path(&opts.out);
     let seed = trainer.cfg.seed;
     let progress = |epoch, step| Progress {
@@ -244,27 +333,11 @@ pub fn fit(
         batch: opts.batch,
         images: samples.len(),
     };
-    let (mut start_epoch, mut start_step) = (0usize, 0usize);
-    if opts.resume {
-        let bytes = std::fs::read(&ckpt_path).map_err(|e| Error::io(&ckpt_path, e))?;
-        let ckpt = Checkpoint::from_bytes(&bytes)?;
-        let p = &ckpt.progress;
-        let want = progress(p.epoch, p.step);
-        if *p != want {
-            return Err(Error::Invalid(format!(
-                "{}: made with seed {}, batch {} and {} images, not seed {}, batch {} and {}",
-                ckpt_path.display(),
-                p.seed,
-                p.batch,
-                p.images,
-                want.seed,
-                want.batch,
-                want.images
-            )));
-        }
-        trainer.restore(&ckpt)?;
-        (start_epoch, start_step) = (p.epoch, p.step);
-    }
+    let (start_epoch, start_step) = if opts.resume {
+        resume(trainer, &ckpt_path, progress)?
+    } else {
+        (0, 0)
+    };
     let cache = match &opts.cache {
         Some(dir) => Some(FeatureCache::new(
             dir,
@@ -282,12 +355,16 @@ pub fn fit(
         .open(&log)
         .map_err(|e| Error::io(&log, e))?;
     let steps = samples.len().div_ceil(opts.batch);
-    let save = |trainer: &Trainer, epoch: usize, step: usize| -> Result<()> {
-        let (epoch, step) = if step == steps {
+    // Where training goes on after `step` steps of `epoch`.
+    let next = |epoch: usize, step: usize| {
+        if step == steps {
             (epoch + 1, 0)
         } else {
             (epoch, step)
-        };
+        }
+    };
+    // The checkpoint, and the head at the end of an epoch.
+    let save = |trainer: &Trainer, (epoch, step): (usize, usize)| -> Result<()> {
         let ckpt = trainer.checkpoint(progress(epoch, step))?;
         crate::atomic::write(&ckpt_path, &ckpt.to_bytes()?)?;
         if step == 0 {
@@ -302,28 +379,15 @@ pub fn fit(
         for (step, chunk) in order.chunks(opts.batch).enumerate().skip(skip) {
             let batch = load_batch(trainer, data, chunk, cache.as_ref())?;
             let parts = trainer.step(batch)?;
-            let line = LogLine {
-                epoch,
-                step,
-                total: parts.total,
-                kd: parts.kd,
-                global: parts.global,
-                local: parts.local,
-            };
-            let json = serde_json::to_string(&line).map_err(|e| Error::Invalid(e.to_string()))?;
-            writeln!(log_file, "{json}").map_err(|e| Error::io(&log, e))?;
+            log_step(&mut log_file, &log, epoch, step, &parts)?;
             on_step(epoch, step, steps, &parts);
             if opts.stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
-                save(trainer, epoch, step + 1)?;
-                let (e, s) = if step + 1 == steps {
-                    (epoch + 1, 0)
-                } else {
-                    (epoch, step + 1)
-                };
-                return Ok(FitEnd::Stopped { epoch: e, step: s });
+                let (epoch, step) = next(epoch, step + 1);
+                save(trainer, (epoch, step))?;
+                return Ok(FitEnd::Stopped { epoch, step });
             }
         }
-        save(trainer, epoch, steps)?;
+        save(trainer, next(epoch, steps))?;
     }
     Ok(FitEnd::Finished)
 }

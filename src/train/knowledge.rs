@@ -95,12 +95,15 @@ fn mime(path: &Path) -> &'static str {
 
 fn save(out: &Path, kb: &KnowledgeBase) -> Result<()> {
     kb.validate()?;
-    let json = serde_json::to_vec_pretty(kb).map_err(|e| Error::Invalid(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(kb).map_err(Error::from)?;
     crate::atomic::write(out, &json)
 }
 
+/// What [`fill`] asks, and whom.
 pub struct Request<'a> {
+    /// The chat endpoint.
     pub client: &'a ChatClient,
+    /// `industrial` or `medical`.
     pub domain: &'a str,
     /// Also describe every training image.
     pub vision: bool,
@@ -111,8 +114,11 @@ pub struct Request<'a> {
 /// What a run did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Filled {
+    /// Whether the general texts were asked for.
     pub general: bool,
+    /// Images described in this run.
     pub images_asked: usize,
+    /// Images that already had a description.
     pub images_kept: usize,
 }
 
@@ -121,9 +127,9 @@ pub fn fill(
     req: &Request,
     data: Option<&Dataset>,
     out: &Path,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> Result<Filled> {
-    let mut kb = if out.exists() {
+    let existing = if out.exists() {
         Some(KnowledgeBase::from_file(out)?)
     } else {
         None
@@ -133,51 +139,79 @@ pub fn fill(
         "OpenAI-compatible chat completions at {}, temperature 0",
         req.client.url()
     ));
-    if kb.is_none() || req.force_general {
-        let q_normal = general_question(req.domain, false);
-        let q_abnormal = general_question(req.domain, true);
-        let ask = |q: &str| {
-            req.client.ask(
-                &Message {
-                    text: q,
-                    image: None,
-                },
-                parse_list,
-            )
-        };
-        let general = StateTexts {
-            normal: ask(&q_normal)?,
-            abnormal: ask(&q_abnormal)?,
-        };
-        let provenance = Provenance {
-            model: model_name(req),
-            prompts: vec![q_normal, q_abnormal],
-            date: now(),
-            notes: notes.clone(),
-        };
-        kb = Some(match kb {
-            Some(mut k) => {
-                k.general = general;
-                k.general_provenance = provenance;
-                k
-            }
-            None => KnowledgeBase {
-                format: FORMAT.into(),
-                domain: req.domain.into(),
-                general,
-                general_provenance: provenance,
-                specific: Default::default(),
-                specific_provenance: None,
-            },
-        });
-        save(out, kb.as_ref().expect("set above"))?;
-        filled.general = true;
-    }
-    let mut kb = kb.expect("loaded or generated");
+    let kb = match existing {
+        Some(kb) if !req.force_general => kb,
+        existing => {
+            let kb = ask_general(req, existing, notes.clone())?;
+            save(out, &kb)?;
+            filled.general = true;
+            kb
+        }
+    };
     if !req.vision {
         return Ok(filled);
     }
     let data = data.ok_or_else(|| Error::Invalid("--vision needs --data".into()))?;
+    ask_specific(req, data, kb, out, notes, &mut filled, progress)?;
+    Ok(filled)
+}
+
+/// The general texts from the text model, into `existing` (whose specific texts are kept)
+/// or a new knowledge base.
+fn ask_general(
+    req: &Request,
+    existing: Option<KnowledgeBase>,
+    notes: Option<String>,
+) -> Result<KnowledgeBase> {
+    let q_normal = general_question(req.domain, false);
+    let q_abnormal = general_question(req.domain, true);
+    let ask = |q: &str| {
+        req.client.ask(
+            &Message {
+                text: q,
+                image: None,
+            },
+            parse_list,
+        )
+    };
+    let general = StateTexts {
+        normal: ask(&q_normal)?,
+        abnormal: ask(&q_abnormal)?,
+    };
+    let provenance = Provenance {
+        model: model_name(req),
+        prompts: vec![q_normal, q_abnormal],
+        date: now(),
+        notes,
+    };
+    Ok(match existing {
+        Some(mut k) => {
+            k.general = general;
+            k.general_provenance = provenance;
+            k
+        }
+        None => KnowledgeBase {
+            format: FORMAT.into(),
+            domain: req.domain.into(),
+            general,
+            general_provenance: provenance,
+            specific: Default::default(),
+            specific_provenance: None,
+        },
+    })
+}
+
+/// One description per test image from the vision model, for the images that have none
+/// yet; the file is rewritten after every answer.
+fn ask_specific(
+    req: &Request,
+    data: &Dataset,
+    mut kb: KnowledgeBase,
+    out: &Path,
+    notes: Option<String>,
+    filled: &mut Filled,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<()> {
     let images: Vec<_> = data
         .samples
         .iter()
@@ -223,7 +257,7 @@ pub fn fill(
         filled.images_asked += 1;
         progress(i + 1, total);
     }
-    Ok(filled)
+    Ok(())
 }
 
 fn model_name(req: &Request) -> String {

@@ -20,10 +20,13 @@ use crate::error::{Error, Result};
 /// The longest wait between attempts.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
+/// How to reach an OpenAI-compatible chat endpoint, and how patiently.
 pub struct ChatOptions {
     /// The endpoint's base URL (`…/v1`) or its full `/chat/completions` URL.
     pub endpoint: String,
+    /// The model name to ask for.
     pub model: String,
+    /// Sent as a bearer token when set.
     pub api_key: Option<String>,
     /// Seconds for a whole request, answer included.
     pub timeout: f64,
@@ -35,6 +38,7 @@ pub struct ChatOptions {
     pub backoff: Duration,
 }
 
+/// A chat-completions client with rate limit, time-outs and retries.
 pub struct ChatClient {
     agent: ureq::Agent,
     url: String,
@@ -44,7 +48,9 @@ pub struct ChatClient {
 
 /// One user message: text, with an image (encoded file bytes and their MIME type) or not.
 pub struct Message<'a> {
+    /// The question.
     pub text: &'a str,
+    /// An encoded image and its MIME type.
     pub image: Option<(&'a [u8], &'a str)>,
 }
 
@@ -54,6 +60,7 @@ enum Failure {
 }
 
 impl ChatClient {
+    /// A client for `opts` (checked).
     pub fn new(opts: ChatOptions) -> Result<Self> {
         // Written to refuse NaN too.
         if !(opts.rate.is_finite()
@@ -87,10 +94,12 @@ impl ChatClient {
         })
     }
 
+    /// The chat-completions URL.
     pub fn url(&self) -> &str {
         &self.url
     }
 
+    /// The model asked for.
     pub fn model(&self) -> &str {
         &self.opts.model
     }

@@ -12,4 +12,3 @@ pub mod llm;
 pub mod loss;
 pub mod synth;
 pub mod trainer;
-pub mod upsample;

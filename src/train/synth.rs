@@ -10,30 +10,43 @@ use image::{GrayImage, Luma, Rgb, RgbImage};
 use crate::atomic;
 use crate::error::{Error, Result};
 
+/// A synthetic background.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Texture {
+    /// Smooth noise.
     Noise,
+    /// Stripes.
     Stripes,
+    /// A grid.
     Grid,
+    /// Wood-like rings.
     Wood,
 }
 
+/// A synthetic defect, drawn with its exact mask.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Defect {
+    /// A thin line.
     Scratch,
+    /// A round spot.
     Spot,
+    /// A branching crack.
     Crack,
+    /// A dark hole.
     Hole,
+    /// A faint stain.
     Stain,
 }
 
 impl Texture {
+    /// Every texture.
     pub const ALL: [Texture; 4] = [
         Texture::Noise,
         Texture::Stripes,
         Texture::Grid,
         Texture::Wood,
     ];
+    /// Its folder name.
     pub fn name(self) -> &'static str {
         match self {
             Texture::Noise => "noise",
@@ -45,6 +58,7 @@ impl Texture {
 }
 
 impl Defect {
+    /// Every defect.
     pub const ALL: [Defect; 5] = [
         Defect::Scratch,
         Defect::Spot,
@@ -52,6 +66,7 @@ impl Defect {
         Defect::Hole,
         Defect::Stain,
     ];
+    /// Its folder name.
     pub fn name(self) -> &'static str {
         match self {
             Defect::Scratch => "scratch",
@@ -66,12 +81,17 @@ impl Defect {
 /// What to generate.
 #[derive(Clone, Debug)]
 pub struct SynthConfig {
+    /// Image side in pixels.
     pub size: u32,
+    /// One category per texture.
     pub textures: Vec<Texture>,
+    /// Normal training images per category.
     pub train_good: usize,
+    /// Normal test images per category.
     pub test_good: usize,
     /// Test images per defect type.
     pub test_per_defect: usize,
+    /// Seed of everything drawn.
     pub seed: u64,
 }
 
@@ -230,7 +250,9 @@ pub fn add_defect(image: &mut RgbImage, defect: Defect, seed: u64) -> GrayImage 
 /// What was written.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Summary {
+    /// Images written.
     pub images: usize,
+    /// Masks written.
     pub masks: usize,
 }
 

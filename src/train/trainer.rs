@@ -16,27 +16,33 @@ use burn::prelude::*;
 
 use super::checkpoint::{Checkpoint, Progress, param_ids, with_param_ids};
 use super::loss;
-use super::upsample::upsample_bilinear;
-use crate::clip::embed::to_vec;
 use crate::clip::text::TextTower;
 use crate::clip::{Clip, Tokenizer, VisionOutput, VvOptions};
 use crate::detect::DetectorConfig;
+use crate::detect::head_file::{HeadMeta, check_levels, head_bytes, load_head};
+use crate::detect::upsample::upsample_bilinear;
 use crate::error::{Error, Result};
-use crate::head::file::{HeadMeta, head_bytes, load_head};
 use crate::head::knowledge::KnowledgeBase;
 use crate::head::prompts::{PromptTokens, l2_normalize};
 use crate::head::{BackboneId, Head, HeadConfig, score};
+use crate::tensor_io::to_vec;
 
 /// Optimiser and loss settings (spec §6 defaults: AnomalyCLIP's Adam, α = β = γ = 1).
 #[derive(Clone, Debug)]
 pub struct TrainConfig {
+    /// Adam's learning rate.
     pub lr: f64,
+    /// Adam's β1.
     pub beta_1: f32,
+    /// Adam's β2.
     pub beta_2: f32,
+    /// Seed of the initial head.
     pub seed: u64,
     /// Weights of `L_KD`, `L_global`, `L_local`.
     pub alpha: f64,
+    /// See `alpha`.
     pub beta: f64,
+    /// See `alpha`.
     pub gamma: f64,
 }
 
@@ -57,18 +63,26 @@ impl Default for TrainConfig {
 /// The loss of one batch, by component.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LossParts {
+    /// The weighted sum.
     pub total: f32,
+    /// `L_KD`.
     pub kd: f32,
+    /// `L_global`.
     pub global: f32,
+    /// `L_local`.
     pub local: f32,
 }
 
 /// One batch, ready for a step: the frozen backbone's features (detached), the masks at
 /// the input size, the labels, and per image the row of its specific knowledge text.
 pub struct Batch {
+    /// Frozen features.
     pub vision: VisionOutput,
+    /// Ground-truth masks at the input size, in {0, 1}.
     pub masks: Tensor<3>,
+    /// Image labels (anomalous or not).
     pub labels: Vec<bool>,
+    /// Each image's row of specific knowledge, if any.
     pub specific: Vec<Option<usize>>,
 }
 
@@ -83,12 +97,17 @@ struct Replica {
     specific: Option<Tensor<2>>,
 }
 
+/// Trains the head on a frozen CLIP (spec §6).
 pub struct Trainer {
+    /// The frozen CLIP.
     pub clip: Clip,
     head: Option<Head>,
     optim: ModuleOptimizer,
+    /// Optimiser and loss settings.
     pub cfg: TrainConfig,
+    /// The head's shape.
     pub head_cfg: HeadConfig,
+    /// The detector settings it trains for.
     pub detector: DetectorConfig,
     tokens: PromptTokens,
     pos: Tensor<2>,
@@ -105,6 +124,63 @@ fn detach(v: VisionOutput) -> VisionOutput {
     }
 }
 
+/// The KD targets (spec §3), fixed: `[K_n; K_a]`, the renormalised means of the general
+/// texts; each specific text `k_i` encoded once and normalised, with its row by image path.
+fn knowledge_targets(
+    clip: &Clip,
+    knowledge: &KnowledgeBase,
+    tokenizer: &Tokenizer,
+) -> Result<(Tensor<2>, Option<Tensor<2>>, HashMap<String, usize>)> {
+    let context = clip.config.text.context_length;
+    let mut targets = Vec::new();
+    for texts in [&knowledge.general.normal, &knowledge.general.abnormal] {
+        let rows = tokenizer.tokenize_batch(texts, context)?;
+        let f = l2_normalize(clip.encode_text(&rows)?).mean_dim(0);
+        targets.push(l2_normalize(f).detach());
+    }
+    let general = Tensor::cat(targets, 0);
+    let mut specific_rows = HashMap::new();
+    let mut rows = Vec::new();
+    for (i, (path, text)) in knowledge.specific.iter().enumerate() {
+        specific_rows.insert(path.clone(), i);
+        rows.push(tokenizer.tokenize(text, context)?);
+    }
+    let mut specific = Vec::new();
+    for chunk in rows.chunks(64) {
+        specific.push(l2_normalize(clip.encode_text(chunk)?).detach());
+    }
+    let specific = (!specific.is_empty()).then(|| Tensor::cat(specific, 0));
+    Ok((general, specific, specific_rows))
+}
+
+/// A fresh head drawn with `seed`, as leaf parameters on `device`.
+fn seeded_head(meta: &HeadMeta, context: usize, seed: u64, device: &Device) -> Result<Head> {
+    // The device's random generator is global: hold a lock from seeding to the last
+    // draw, so that trainers built on other threads cannot interleave their draws.
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // The head is drawn on the CPU and moved: backends have different generators, and
+    // one seed should give one initial head on every backend.
+    #[cfg(feature = "flex")]
+    let init_device = Device::flex().autodiff();
+    #[cfg(not(feature = "flex"))]
+    let init_device = device.clone();
+    let _guard = INIT.lock().unwrap_or_else(|p| p.into_inner());
+    init_device.seed(seed);
+    let b = &meta.backbone;
+    let head = Head::init(
+        &meta.head,
+        b.embed_dim,
+        b.text_width,
+        b.text_layers,
+        &init_device,
+    );
+    // Burn initialises parameters lazily, on first read: the head file's bytes read them
+    // all while the lock is held. Loading those bytes on the training device gives leaf
+    // parameters there (a moved tensor would carry the move in its graph).
+    let bytes = head_bytes(&head, meta)?;
+    Ok(load_head(&bytes, b, context, device)?.0)
+}
+
 impl Trainer {
     /// `clip` must live on an autodiff device (`device.autodiff()`); it is frozen here.
     pub fn new(
@@ -115,7 +191,7 @@ impl Trainer {
         detector: DetectorConfig,
         cfg: TrainConfig,
     ) -> Result<Self> {
-        let device = clip.vision.conv1.device();
+        let device = clip.device();
         if !device.is_autodiff() {
             return Err(Error::Invalid(
                 "training needs an autodiff device (device.autodiff())".into(),
@@ -124,67 +200,17 @@ impl Trainer {
         let c = clip.config.clone();
         detector.validate(c.vision.tower.layers, c.vision.patch_size)?;
         head_cfg.validate(c.embed_dim, c.text.context_length)?;
-        if head_cfg.levels != detector.taps.len() {
-            return Err(Error::Head(format!(
-                "{} levels for {} taps",
-                head_cfg.levels,
-                detector.taps.len()
-            )));
-        }
+        check_levels(head_cfg.levels, &detector.taps)?;
         let mut clip = clip;
         clip.vision = clip.vision.set_require_grad(false);
         clip.text = clip.text.set_require_grad(false);
-        // K_n, K_a: the renormalised means of the general texts (spec §3), fixed targets.
-        let mut targets = Vec::new();
-        for texts in [&knowledge.general.normal, &knowledge.general.abnormal] {
-            let rows = tokenizer.tokenize_batch(texts, c.text.context_length)?;
-            let f = l2_normalize(clip.encode_text(&rows)?).mean_dim(0);
-            targets.push(l2_normalize(f).detach());
-        }
-        let general = Tensor::cat(targets, 0);
-        // k_i: each specific text encoded once, normalised (spec §3).
-        let mut specific_rows = HashMap::new();
-        let mut rows = Vec::new();
-        for (i, (path, text)) in knowledge.specific.iter().enumerate() {
-            specific_rows.insert(path.clone(), i);
-            rows.push(tokenizer.tokenize(text, c.text.context_length)?);
-        }
-        let mut specific = Vec::new();
-        for chunk in rows.chunks(64) {
-            specific.push(l2_normalize(clip.encode_text(chunk)?).detach());
-        }
-        let specific = (!specific.is_empty()).then(|| Tensor::cat(specific, 0));
-        // The device's random generator is global: hold a lock from seeding to the last
-        // draw, so that trainers built on other threads cannot interleave their draws.
-        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        // The head is drawn on the CPU and moved: backends have different generators, and
-        // one seed should give one initial head on every backend.
-        #[cfg(feature = "flex")]
-        let init_device = Device::flex().autodiff();
-        #[cfg(not(feature = "flex"))]
-        let init_device = device.clone();
-        let head = {
-            let _guard = INIT.lock().unwrap_or_else(|p| p.into_inner());
-            init_device.seed(cfg.seed);
-            let head = Head::init(
-                &head_cfg,
-                c.embed_dim,
-                c.text.tower.width,
-                c.text.tower.layers,
-                &init_device,
-            );
-            // Burn initialises parameters lazily, on first read: the head file's bytes read
-            // them all while the lock is held. Loading those bytes on the training device
-            // gives leaf parameters there (a moved tensor would carry the move in its graph).
-            let backbone = BackboneId::of(&clip);
-            let meta = HeadMeta {
-                head: head_cfg.clone(),
-                detector: detector.clone(),
-                backbone: backbone.clone(),
-            };
-            let bytes = head_bytes(&head, &meta)?;
-            load_head(&bytes, &backbone, c.text.context_length, &device)?.0
+        let (general, specific, specific_rows) = knowledge_targets(&clip, knowledge, tokenizer)?;
+        let meta = HeadMeta {
+            head: head_cfg.clone(),
+            detector: detector.clone(),
+            backbone: BackboneId::of(&clip),
         };
+        let head = seeded_head(&meta, c.text.context_length, cfg.seed, &device)?;
         let tokens = PromptTokens::new(tokenizer, head_cfg.n_ctx, c.text.context_length)?;
         clip.check_tokens(&tokens.rows)?;
         let pos = clip
@@ -251,6 +277,7 @@ impl Trainer {
         detach(self.clip.vision.forward(images, self.pos.clone(), &vv))
     }
 
+    /// The head being trained.
     pub fn head(&self) -> &Head {
         self.head
             .as_ref()

@@ -1,24 +1,62 @@
-//! Reads float tensors out of a safetensors file by name, checking each shape, and collects
-//! every problem so that one error can list them all.
+//! Tensors in and out of files and devices, shared by every part: the safetensors reader
+//! that checks each tensor and lists every problem at once, float decoding, read-back to
+//! `Vec<f32>`, and SHA-256 in hex.
 
 use std::collections::BTreeSet;
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use safetensors::{Dtype, SafeTensors};
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
-pub struct WeightReader<'a> {
+/// Read a tensor back to the host as `f32`s.
+pub fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.try_into_vec_as::<f32>()
+        .map_err(|e| Error::backend("reading a tensor back", e))
+}
+
+/// SHA-256 of `bytes`, as 64 lower-case hex digits.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads float tensors out of a safetensors file by name, checking each shape, and collects
+/// every problem so that one error can list them all.
+///
+/// It is only handed out by [`read_weights`], which runs [`WeightReader::finish`] itself and
+/// returns the model only when every tensor was right: a loader cannot forget the check.
+pub(crate) struct WeightReader<'a> {
     tensors: SafeTensors<'a>,
     device: Device,
     used: BTreeSet<String>,
     problems: Vec<String>,
 }
 
+/// Read a model out of safetensors `bytes`: `build` takes what it needs from the reader;
+/// then every problem it met, and every tensor nobody asked for (except those `ignorable`
+/// accepts), fails the whole load. The model is returned only from a clean read.
+pub(crate) fn read_weights<T>(
+    bytes: &[u8],
+    device: &Device,
+    ignorable: impl Fn(&str) -> bool,
+    build: impl FnOnce(&mut WeightReader) -> Result<T>,
+) -> Result<T> {
+    let mut reader = WeightReader::new(bytes, device)?;
+    let model = build(&mut reader)?;
+    reader.finish(ignorable)?;
+    Ok(model)
+}
+
 impl<'a> WeightReader<'a> {
     /// Parse the safetensors header; a truncated or foreign file is refused here.
-    pub fn new(bytes: &'a [u8], device: &Device) -> Result<Self> {
+    fn new(bytes: &'a [u8], device: &Device) -> Result<Self> {
         let tensors = SafeTensors::deserialize(bytes)
             .map_err(|e| Error::WeightsFormat(format!("not a readable safetensors file ({e})")))?;
         Ok(Self {
@@ -49,19 +87,13 @@ impl<'a> WeightReader<'a> {
     /// sha256 (hex, first 16 bytes) of a tensor's values rounded to f16: the same for f16,
     /// bf16-free f32 and f64 copies of one tensor.
     pub fn f16_digest(&mut self, name: &str) -> Option<String> {
-        use sha2::{Digest, Sha256};
         let shape = self.tensors.tensor(name).ok()?.shape().to_vec();
         let values = self.read(name, &shape).ok()?;
         let mut hash = Sha256::new();
         for v in values {
             hash.update(half::f16::from_f32(v).to_le_bytes());
         }
-        Some(
-            hash.finalize()[..16]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
-        )
+        Some(hex(&hash.finalize()[..16]))
     }
 
     /// A scalar stored as shape `[]` or `[1]`.
@@ -109,7 +141,7 @@ impl<'a> WeightReader<'a> {
 
     /// Fail with every recorded problem, plus every tensor nobody asked for (except those
     /// `ignorable` accepts, such as buffers that some exporters save).
-    pub fn finish(self, ignorable: impl Fn(&str) -> bool) -> Result<()> {
+    fn finish(self, ignorable: impl Fn(&str) -> bool) -> Result<()> {
         let mut problems = self.problems;
         let mut unexpected: Vec<&str> = self
             .tensors

@@ -1,0 +1,30 @@
+//! Helpers for the unit tests inside the crate (the integration tests have their own in
+//! `tests/common`).
+
+use burn::prelude::Device;
+
+use crate::device::{BackendKind, device};
+
+/// Both backends. wgpu runs on lavapipe in CI; set KANOCLIP_SKIP_WGPU=1 only on a machine
+/// that has no Vulkan driver at all.
+pub fn backends() -> Vec<(BackendKind, Device)> {
+    let mut out = vec![(
+        BackendKind::Cpu,
+        pollster::block_on(device(BackendKind::Cpu)).expect("flex device"),
+    )];
+    if std::env::var_os("KANOCLIP_SKIP_WGPU").is_none() {
+        let wgpu = pollster::block_on(device(BackendKind::Wgpu))
+            .expect("no wgpu adapter: install mesa-vulkan-drivers, or set KANOCLIP_SKIP_WGPU=1");
+        out.push((BackendKind::Wgpu, wgpu));
+    }
+    out
+}
+
+/// The largest element-wise difference.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
