@@ -60,6 +60,9 @@ pub enum Error {
     /// An input image was refused or could not be decoded.
     #[error("invalid image: {0}")]
     Image(String),
+    /// An image file cut short: decoders would fill the missing part and succeed.
+    #[error("invalid image: truncated: {0}")]
+    TruncatedImage(String),
     /// An image whose header claims more pixels than kanoclip accepts.
     #[error("invalid image: {width}×{height} is {} pixels, over the limit of {limit}", width * height)]
     ImageTooLarge {

@@ -42,13 +42,31 @@ pub(crate) struct WeightReader<'a> {
 /// Read a model out of safetensors `bytes`: `build` takes what it needs from the reader;
 /// then every problem it met, and every tensor nobody asked for (except those `ignorable`
 /// accepts), fails the whole load. The model is returned only from a clean read.
+///
+/// `expected` is how many values the model's config describes. Missing tensors are stood in
+/// for by zeros while the problems are collected, so a config that describes far more than
+/// the file holds (another model's config, or a hostile one) is refused before any tensor
+/// is made.
 pub(crate) fn read_weights<T>(
     bytes: &[u8],
     device: &Device,
+    expected: u64,
     ignorable: impl Fn(&str) -> bool,
     build: impl FnOnce(&mut WeightReader) -> Result<T>,
 ) -> Result<T> {
     let mut reader = WeightReader::new(bytes, device)?;
+    let have: u64 = reader
+        .tensors
+        .tensors()
+        .iter()
+        .map(|(_, v)| v.shape().iter().map(|&d| d as u64).product::<u64>())
+        .sum();
+    if expected > have.saturating_mul(2).saturating_add(1 << 20) {
+        return Err(Error::WeightsMismatch(vec![format!(
+            "the config describes {expected} values but the weights file holds {have}: \
+             they are not for the same model"
+        )]));
+    }
     let model = build(&mut reader)?;
     reader.finish(ignorable)?;
     Ok(model)

@@ -7,7 +7,9 @@ use std::io::Cursor;
 use common::fixture;
 use image::{DynamicImage, ImageBuffer, ImageFormat, Luma, Rgb, Rgba};
 use kanoclip::Error;
-use kanoclip::clip::preprocess::{Geometry, decode_image, load_image, preprocess};
+use kanoclip::clip::preprocess::{
+    Geometry, decode_image, decode_image_lenient, load_image, preprocess,
+};
 use kanoclip::clip::{Clip, ClipConfig};
 use kanoclip::device::{BackendKind, device};
 
@@ -400,4 +402,121 @@ fn extreme_aspect_ratios_preprocess_in_bounded_memory() {
     let g = Geometry::new(100_000_000, 1, 224);
     assert_eq!(g.resized, (22_400_000_000, 224));
     assert_eq!(g.crop, (11_199_999_888, 0));
+}
+
+fn encoded(format: ImageFormat) -> Vec<u8> {
+    let img = ImageBuffer::from_fn(48, 40, |x, y| Rgb([(x * 5) as u8, (y * 6) as u8, 77]));
+    let mut buf = Cursor::new(Vec::new());
+    DynamicImage::ImageRgb8(img)
+        .write_to(&mut buf, format)
+        .unwrap();
+    buf.into_inner()
+}
+
+/// Every cut of a JPEG, PNG, WebP or BMP is refused: by the decoder, or as truncated when
+/// the decoder would fill the rest in. Whole files with trailing bytes still decode.
+#[test]
+fn truncated_images_are_refused_at_every_cut() {
+    for format in [
+        ImageFormat::Jpeg,
+        ImageFormat::Png,
+        ImageFormat::WebP,
+        ImageFormat::Bmp,
+    ] {
+        let bytes = encoded(format);
+        let n = bytes.len();
+        let mut truncated = 0;
+        for cut in [n / 8, n / 4, n / 2, 3 * n / 4, n - 12, n - 4, n - 2, n - 1] {
+            match decode_image(&bytes[..cut]) {
+                Err(Error::TruncatedImage(why)) => {
+                    truncated += 1;
+                    assert!(!why.is_empty());
+                    // --allow-truncated decodes it, saying why.
+                    let (img, why2) = decode_image_lenient(&bytes[..cut]).unwrap();
+                    assert_eq!(
+                        (img.width(), img.height(), why2),
+                        (48, 40, Some(why.as_str()))
+                    );
+                }
+                Err(Error::Image(_)) => {}
+                Err(e) => panic!("{format:?} cut at {cut}/{n}: unexpected {e}"),
+                Ok(_) => panic!("{format:?} cut at {cut}/{n} decoded as whole"),
+            }
+        }
+        if matches!(format, ImageFormat::Jpeg | ImageFormat::Png) {
+            assert!(
+                truncated > 0,
+                "{format:?}: some cut is decodable and must be flagged"
+            );
+        }
+        let mut trailing = bytes.clone();
+        trailing.extend_from_slice(b"trailing camera data");
+        assert!(
+            decode_image(&trailing).is_ok(),
+            "{format:?} with trailing bytes"
+        );
+    }
+}
+
+/// Detector settings that make nonsense are refused with their reason.
+#[test]
+fn nonsense_detector_settings_are_refused() {
+    use kanoclip::detect::DetectorConfig;
+    let base = DetectorConfig::for_clip(&tiny_config());
+    let layers = tiny_config().vision.tower.layers;
+    let patch = tiny_config().vision.patch_size;
+    type Edit = Box<dyn Fn(&mut DetectorConfig)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        ("sigma", Box::new(|c| c.sigma = 1e9)),
+        ("sigma", Box::new(|c| c.sigma = f64::NAN)),
+        ("sigma", Box::new(|c| c.sigma = -1.0)),
+        ("tau", Box::new(|c| c.tau = 0.0)),
+        ("tau", Box::new(|c| c.tau = f64::INFINITY)),
+        ("distinct", Box::new(|c| c.taps = vec![1, 1])),
+        ("taps", Box::new(|c| c.taps = vec![])),
+        ("global_weight", Box::new(|c| c.global_weight = f64::NAN)),
+        ("threshold", Box::new(|c| c.threshold = f64::NAN)),
+        ("input size", Box::new(|c| c.input_size = 0)),
+        ("vv_from", Box::new(|c| c.vv_from = 0)),
+    ];
+    assert!(base.validate(layers, patch).is_ok());
+    for (want, edit) in cases {
+        let mut c = base.clone();
+        edit(&mut c);
+        match c.validate(layers, patch) {
+            Err(Error::Invalid(m)) => assert!(m.contains(want), "want `{want}` in {m}"),
+            other => panic!("want Invalid({want}), got {other:?}"),
+        }
+    }
+}
+
+/// A config that describes a model too large to hold, or far larger than the weights file,
+/// is refused before any tensor is made (no allocation sized by the config).
+#[test]
+fn configs_larger_than_the_budget_or_the_file_are_refused_first() {
+    let mut huge = tiny_config();
+    huge.vision.tower.layers = 60_000;
+    huge.vision.tower.width = 4096;
+    huge.vision.tower.heads = 64;
+    huge.vision.tower.mlp_width = 16384;
+    match huge.validate() {
+        Err(Error::Config(m)) => assert!(m.contains("parameters"), "{m}"),
+        other => panic!("want Config, got {other:?}"),
+    }
+    // ViT-L-sized (300 M parameters, 1.2 GB as f32): within the budget, but not this file.
+    let mut wide = tiny_config();
+    wide.vision.tower.width = 1024;
+    wide.vision.tower.heads = 16;
+    wide.vision.tower.mlp_width = 4096;
+    wide.vision.tower.layers = 24;
+    wide.validate().unwrap();
+    match Clip::from_safetensors(&wide, &tiny_weights(), &cpu()).unwrap_err() {
+        Error::WeightsMismatch(p) => {
+            assert!(
+                p.len() == 1 && p[0].contains("not for the same model"),
+                "{p:?}"
+            )
+        }
+        e => panic!("want WeightsMismatch, got {e}"),
+    }
 }

@@ -604,3 +604,108 @@ fn ctrl_c_writes_a_checkpoint_and_resume_finishes() {
     }
     assert!(head.exists());
 }
+
+/// A folder with a JPEG and a PNG cut short and images 1 px high or wide: the cut files
+/// are refused by name (or, with --allow-truncated, scored and flagged), the thin ones are
+/// scored at their own size, and report.jsonl holds every result as it came.
+#[test]
+fn detect_refuses_truncated_files_and_scores_thin_ones() {
+    use image::{DynamicImage, ImageFormat, RgbImage};
+    let dir = std::env::temp_dir().join(format!("kanoclip-detect-cut-{}", std::process::id()));
+    let input = dir.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let encode = |img: &RgbImage, format: ImageFormat| {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        DynamicImage::ImageRgb8(img.clone())
+            .write_to(&mut buf, format)
+            .unwrap();
+        buf.into_inner()
+    };
+    let picture = RgbImage::from_fn(64, 48, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 5) as u8, 90])
+    });
+    let jpeg = encode(&picture, ImageFormat::Jpeg);
+    let png = encode(&picture, ImageFormat::Png);
+    // Without the end-of-image marker: every scan is there, so the decoder succeeds.
+    std::fs::write(input.join("cut.jpg"), &jpeg[..jpeg.len() - 2]).unwrap();
+    // The IEND chunk without its CRC: the png decoder accepts it.
+    std::fs::write(input.join("cut_end.png"), &png[..png.len() - 4]).unwrap();
+    std::fs::write(input.join("whole.jpg"), &jpeg).unwrap();
+    let line = RgbImage::from_fn(5000, 1, |x, _| image::Rgb([(x % 256) as u8, 0, 0]));
+    std::fs::write(input.join("line.png"), encode(&line, ImageFormat::Png)).unwrap();
+    let column = RgbImage::from_fn(1, 3000, |_, y| image::Rgb([0, (y % 256) as u8, 0]));
+    std::fs::write(input.join("column.png"), encode(&column, ImageFormat::Png)).unwrap();
+    let cfg = fixture("tiny_quickgelu_config.json").display().to_string();
+    let weights = fixture("tiny_quickgelu.safetensors").display().to_string();
+    let run = |out: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "detect",
+            input.to_str().unwrap(),
+            "--clip-config",
+            &cfg,
+            "--weights",
+            &weights,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let run = kanoclip(&args);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+        let lines = std::fs::read_to_string(out.join("report.jsonl")).unwrap();
+        assert_eq!(lines.lines().count(), 5, "one line per input, as it came");
+        report
+    };
+    let by_name = |report: &serde_json::Value, name: &str| -> serde_json::Value {
+        report["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["file"].as_str().unwrap().ends_with(name))
+            .unwrap()
+            .clone()
+    };
+    let strict = run(&dir.join("strict"), &[]);
+    assert_eq!(
+        (strict["images"].as_u64(), strict["errors"].as_u64()),
+        (Some(3), Some(2))
+    );
+    for (name, why) in [("cut.jpg", "end-of-image marker"), ("cut_end.png", "IEND")] {
+        let e = by_name(&strict, name)["error"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("truncated") && e.contains(why), "{name}: {e}");
+    }
+    for (name, w, h) in [
+        ("line.png", 5000, 1),
+        ("column.png", 1, 3000),
+        ("whole.jpg", 64, 48),
+    ] {
+        let r = by_name(&strict, name);
+        assert_eq!(
+            (r["width"].as_u64(), r["height"].as_u64()),
+            (Some(w), Some(h)),
+            "{name}"
+        );
+        assert!(r["score"].as_f64().is_some_and(f64::is_finite), "{name}");
+    }
+    // In batches of 3 (a batch holding a refused file too), the same results.
+    let batched = run(&dir.join("batched"), &["--batch", "3"]);
+    for name in ["line.png", "column.png", "whole.jpg"] {
+        let (a, b) = (by_name(&strict, name), by_name(&batched, name));
+        let (a, b) = (a["score"].as_f64().unwrap(), b["score"].as_f64().unwrap());
+        assert!((a - b).abs() < 1e-5, "{name}: {a} vs {b} in a batch");
+    }
+    assert_eq!(batched["errors"].as_u64(), Some(2));
+    let lenient = run(&dir.join("lenient"), &["--allow-truncated"]);
+    assert_eq!(lenient["errors"].as_u64(), Some(0));
+    assert!(by_name(&lenient, "cut.jpg")["truncated"].is_string());
+    assert!(by_name(&lenient, "whole.jpg").get("truncated").is_none());
+    std::fs::remove_dir_all(dir).ok();
+}

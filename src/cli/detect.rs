@@ -4,13 +4,14 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use image::DynamicImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::clip::preprocess::load_image;
+use crate::clip::preprocess::decode_image_lenient;
 use crate::clip::{Clip, Tokenizer};
 use crate::detect::render::{heatmap, overlay};
-use crate::detect::{Detector, DetectorConfig, Timings};
+use crate::detect::{Detection, Detector, DetectorConfig, Timings};
 use crate::device::{BackendKind, device};
 use crate::head::knowledge::Knowledge;
 use crate::{Error, Result, atomic};
@@ -43,6 +44,13 @@ pub struct DetectArgs {
     /// the image's width × height), e.g. to compare with the browser build.
     #[arg(long)]
     raw_maps: bool,
+    /// Score images whose file is cut short (the missing part decodes as filler) instead
+    /// of refusing them; the report flags each as truncated.
+    #[arg(long)]
+    allow_truncated: bool,
+    /// Images per forward pass (only this many are decoded at once).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    batch: u16,
 }
 
 const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "gif"];
@@ -61,6 +69,9 @@ struct Row {
     width: Option<u32>,
     height: Option<u32>,
     timings: Option<Timings>,
+    /// Set when the file was cut short and scored anyway (`--allow-truncated`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    truncated: Option<String>,
     error: Option<String>,
 }
 
@@ -178,20 +189,26 @@ pub fn run(args: DetectArgs) -> Result<()> {
     }
     let mut used = std::collections::HashSet::new();
     let mut rows = Vec::with_capacity(files.len());
-    for file in &files {
+    // Every result is appended to report.jsonl as soon as it is known, so a crash or a kill
+    // keeps what was done; report.json and report.csv are written at the end.
+    let lines_path = args.out.join("report.jsonl");
+    let mut lines = std::fs::File::create(&lines_path).map_err(|e| Error::io(&lines_path, e))?;
+    for chunk in files.chunks(usize::from(args.batch)) {
         bar.set_message(
-            file.file_name()
+            chunk[0]
+                .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         );
-        rows.push(inspect(
-            &detector,
-            file,
-            &args.out,
-            args.raw_maps,
-            &mut used,
-        ));
-        bar.inc(1);
+        for row in inspect_batch(&detector, chunk, &args, &mut used) {
+            use std::io::Write;
+            let line = serde_json::to_string(&row)?;
+            writeln!(lines, "{line}")
+                .and_then(|()| lines.flush())
+                .map_err(|e| Error::io(&lines_path, e))?;
+            rows.push(row);
+            bar.inc(1);
+        }
     }
     bar.finish_and_clear();
 
@@ -221,14 +238,8 @@ pub fn run(args: DetectArgs) -> Result<()> {
     Ok(())
 }
 
-fn inspect(
-    detector: &Detector,
-    file: &Path,
-    out: &Path,
-    raw_maps: bool,
-    used: &mut std::collections::HashSet<String>,
-) -> Row {
-    let mut row = Row {
+fn empty_row(file: &Path) -> Row {
+    Row {
         file: file.display().to_string(),
         score: None,
         is_anomalous: None,
@@ -240,49 +251,115 @@ fn inspect(
         width: None,
         height: None,
         timings: None,
+        truncated: None,
         error: None,
-    };
-    let result = (|| -> Result<()> {
+    }
+}
+
+fn failed(mut row: Row, e: &Error) -> Row {
+    row.error = Some(e.to_string().replace('\n', "; "));
+    row
+}
+
+/// Read and decode one input; without an image, the row says why it was refused.
+fn open(file: &Path, args: &DetectArgs) -> (Row, Option<DynamicImage>) {
+    let mut row = empty_row(file);
+    let result = (|| -> Result<DynamicImage> {
         if !is_image_name(file) {
             return Err(Error::Image("not an image file name (skipped)".into()));
         }
-        let image = load_image(file)?;
-        let d = detector.detect(&image)?;
-        let stem = stem_for(file, used);
+        let bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
+        let (image, truncated) = decode_image_lenient(&bytes)?;
+        if let Some(why) = truncated {
+            if !args.allow_truncated {
+                return Err(Error::TruncatedImage(why.into()));
+            }
+            row.truncated = Some(why.into());
+        }
+        Ok(image)
+    })();
+    match result {
+        Ok(image) => (row, Some(image)),
+        Err(e) => (failed(row, &e), None),
+    }
+}
+
+/// The rows of a chunk of inputs, in order: the ones that decode go through the detector
+/// in one batch (one by one if the batch fails, so that one image cannot cost the others).
+fn inspect_batch(
+    detector: &Detector,
+    files: &[PathBuf],
+    args: &DetectArgs,
+    used: &mut std::collections::HashSet<String>,
+) -> Vec<Row> {
+    let opened: Vec<_> = files.iter().map(|f| open(f, args)).collect();
+    let images: Vec<DynamicImage> = opened.iter().filter_map(|(_, i)| i.clone()).collect();
+    let mut found = match detector.detect_batch(&images) {
+        Ok(found) => found.into_iter().map(Ok).collect::<Vec<_>>(),
+        Err(_) => images.iter().map(|img| detector.detect(img)).collect(),
+    }
+    .into_iter();
+    let mut rows = Vec::with_capacity(files.len());
+    for (file, o) in files.iter().zip(opened) {
+        rows.push(match o {
+            (row, None) => row,
+            (row, Some(image)) => match found.next() {
+                Some(Ok(d)) => write_outputs(&d, &image, file, args, used, row),
+                Some(Err(e)) => failed(row, &e),
+                None => failed(row, &Error::Invalid("no result for this image".into())),
+            },
+        });
+    }
+    rows
+}
+
+/// Heatmap, overlay and (with --raw-maps) the raw map of one detection, and its row (with
+/// the error, if an output could not be written).
+fn write_outputs(
+    d: &Detection,
+    image: &DynamicImage,
+    file: &Path,
+    args: &DetectArgs,
+    used: &mut std::collections::HashSet<String>,
+    mut row: Row,
+) -> Row {
+    let out = &args.out;
+    let stem = stem_for(file, used);
+    let result = (|| -> Result<()> {
         let (hp, op) = (
             out.join(format!("{stem}_heatmap.png")),
             out.join(format!("{stem}_overlay.png")),
         );
         save_png(&hp, &heatmap(&d.map)?)?;
-        save_png(&op, &overlay(&image, &d.map, 0.5)?)?;
-        row.score = Some(d.score);
-        row.is_anomalous = Some(d.is_anomalous);
-        row.map_max = Some(d.map.max());
-        row.global_probability = Some(d.global_probability);
+        save_png(&op, &overlay(image, &d.map, 0.5)?)?;
         row.heatmap = Some(hp.display().to_string());
         row.overlay = Some(op.display().to_string());
-        if raw_maps {
+        if args.raw_maps {
             let mp = out.join(format!("{stem}_map.f32"));
             let bytes: Vec<u8> = d.map.values.iter().flat_map(|v| v.to_le_bytes()).collect();
             atomic::write(&mp, &bytes)?;
             row.raw_map = Some(mp.display().to_string());
         }
-        row.width = Some(d.map.width);
-        row.height = Some(d.map.height);
-        row.timings = Some(d.timings);
         Ok(())
     })();
-    if let Err(e) = result {
-        row.error = Some(e.to_string().replace('\n', "; "));
+    row.score = Some(d.score);
+    row.is_anomalous = Some(d.is_anomalous);
+    row.map_max = Some(d.map.max());
+    row.global_probability = Some(d.global_probability);
+    row.width = Some(d.map.width);
+    row.height = Some(d.map.height);
+    row.timings = Some(d.timings);
+    match result {
+        Ok(()) => row,
+        Err(e) => failed(row, &e),
     }
-    row
 }
 
 fn csv(rows: &[Row]) -> String {
     let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
     let num = |v: Option<f32>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
     let mut out = String::from(
-        "file,score,is_anomalous,map_max,global_probability,preprocess_ms,backbone_ms,head_ms,postprocess_ms,error\n",
+        "file,score,is_anomalous,map_max,global_probability,preprocess_ms,backbone_ms,head_ms,postprocess_ms,truncated,error\n",
     );
     for r in rows {
         let t = r.timings.unwrap_or_default();
@@ -294,7 +371,7 @@ fn csv(rows: &[Row]) -> String {
             }
         };
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{}\n",
             q(&r.file),
             num(r.score),
             r.is_anomalous.map(|b| b.to_string()).unwrap_or_default(),
@@ -304,6 +381,7 @@ fn csv(rows: &[Row]) -> String {
             ms(t.backbone_ms),
             ms(t.head_ms),
             ms(t.postprocess_ms),
+            r.truncated.is_some(),
             q(r.error.as_deref().unwrap_or(""))
         ));
     }

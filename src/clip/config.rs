@@ -110,7 +110,10 @@ impl ClipConfig {
 
     /// Side of the patch grid at the checkpoint's own image size.
     pub fn grid(&self) -> usize {
-        self.vision.image_size / self.vision.patch_size
+        self.vision
+            .image_size
+            .checked_div(self.vision.patch_size)
+            .unwrap_or(0)
     }
 
     /// Check that the numbers describe a model that can exist.
@@ -166,9 +169,44 @@ impl ClipConfig {
         if self.embed_dim == 0 || self.embed_dim > MAX_DIM {
             return bad(format!("embed_dim {} is out of range", self.embed_dim));
         }
+        let params = self.parameter_count(false);
+        if params > MAX_PARAMETERS {
+            return bad(format!(
+                "the config describes {params} parameters ({} GB as f32), over kanoclip's \
+                 limit of {MAX_PARAMETERS}",
+                params * 4 / 1_000_000_000
+            ));
+        }
         Ok(())
     }
+
+    /// The parameters the config describes: the image tower, and the text tower unless
+    /// `vision_only`. Known before any tensor is made, so a config can be checked against
+    /// the weights file and the memory budget first.
+    pub fn parameter_count(&self, vision_only: bool) -> u64 {
+        let u = |v: usize| v as u64;
+        // ln_1, in_proj, out_proj, ln_2, c_fc, c_proj.
+        let blocks = |t: &TowerConfig| {
+            let (w, m) = (u(t.width), u(t.mlp_width));
+            u(t.layers).saturating_mul(4 * w * w + 2 * m * w + 9 * w + m)
+        };
+        let (v, t, d) = (&self.vision, &self.text, u(self.embed_dim));
+        let (vw, p, g) = (u(v.tower.width), u(v.patch_size), u(self.grid()));
+        let vision = (vw * 3 * p * p + vw + (g * g + 1) * vw + 4 * vw + vw * d)
+            .saturating_add(blocks(&v.tower));
+        if vision_only {
+            return vision;
+        }
+        let tw = u(t.tower.width);
+        let text = (u(t.vocab_size) * tw + u(t.context_length) * tw + 2 * tw + tw * d + 1)
+            .saturating_add(blocks(&t.tower));
+        vision.saturating_add(text)
+    }
 }
+
+/// The largest model kanoclip loads: 2 billion parameters (8 GB as f32). ViT-L/14 has 428
+/// million; a config over this is refused before anything is allocated.
+pub const MAX_PARAMETERS: u64 = 2_000_000_000;
 
 /// Reads typed fields from a JSON object and remembers which keys were used.
 struct Fields<'a> {

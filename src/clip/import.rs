@@ -243,7 +243,7 @@ impl VisionTower {
     ) -> Result<(VisionTower, String)> {
         cfg.validate()?;
         let keep = |name: &str| ignorable(name) || !is_vision_tensor(name);
-        read_weights(bytes, device, keep, |r| {
+        read_weights(bytes, device, cfg.parameter_count(true), keep, |r| {
             let (layout, fingerprint) = identify(r)?;
             Ok((read_vision(r, layout, cfg), fingerprint))
         })
@@ -256,7 +256,7 @@ impl Clip {
     /// or non-finite tensor is listed in one [`Error::WeightsMismatch`].
     pub fn from_safetensors(cfg: &ClipConfig, bytes: &[u8], device: &Device) -> Result<Self> {
         cfg.validate()?;
-        read_weights(bytes, device, ignorable, |r| {
+        read_weights(bytes, device, cfg.parameter_count(false), ignorable, |r| {
             let (layout, fingerprint) = identify(r)?;
             let vision = read_vision(r, layout, cfg);
             let text = read_text(r, layout, cfg);

@@ -22,8 +22,56 @@ pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 pub const MAX_PIXELS: u64 = 100_000_000;
 
 /// Decode an image from its bytes. The header is read first: empty images and images over
-/// [`MAX_PIXELS`] are refused before any pixel buffer is allocated.
+/// [`MAX_PIXELS`] are refused before any pixel buffer is allocated. A file cut short is
+/// refused ([`Error::TruncatedImage`]): decoders fill the missing part with grey and
+/// succeed, and that picture must not be scored as if whole.
 pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage> {
+    match decode_image_lenient(bytes)? {
+        (_, Some(why)) => Err(Error::TruncatedImage(why.into())),
+        (image, None) => Ok(image),
+    }
+}
+
+/// [`decode_image`] that also decodes a truncated file, saying why it is truncated (the
+/// CLI's `--allow-truncated`, whose report flags such images).
+pub fn decode_image_lenient(bytes: &[u8]) -> Result<(DynamicImage, Option<&'static str>)> {
+    let image = decode_whole(bytes)?;
+    let format = image::guess_format(bytes).ok();
+    Ok((image, format.and_then(|f| truncation(bytes, f))))
+}
+
+/// Why an encoded file ends before its format says it must, if it does: a JPEG without
+/// its end-of-image marker after the last scan, a PNG without its `IEND` chunk, a WebP or
+/// BMP shorter than its header's size. Trailing data after the end is allowed (cameras
+/// append some).
+fn truncation(bytes: &[u8], format: image::ImageFormat) -> Option<&'static str> {
+    use image::ImageFormat as F;
+    let last = |pat: &[u8]| bytes.windows(pat.len()).rposition(|w| w == pat);
+    let le32 = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+    };
+    match format {
+        F::Jpeg => match (last(&[0xFF, 0xDA]), last(&[0xFF, 0xD9])) {
+            (Some(sos), Some(eoi)) if eoi > sos => None,
+            _ => Some("the JPEG ends before its end-of-image marker"),
+        },
+        // The IEND chunk's type and its CRC.
+        F::Png => last(b"IEND")
+            .is_none_or(|at| at + 8 > bytes.len())
+            .then_some("the PNG ends before the end of its IEND chunk"),
+        F::WebP => le32(4)
+            .is_some_and(|riff| (bytes.len() as u64) < riff + 8)
+            .then_some("the WebP file is shorter than its RIFF header says"),
+        F::Bmp => le32(2)
+            .is_some_and(|size| (bytes.len() as u64) < size)
+            .then_some("the BMP file is shorter than its header says"),
+        _ => None,
+    }
+}
+
+fn decode_whole(bytes: &[u8]) -> Result<DynamicImage> {
     if bytes.is_empty() {
         return Err(Error::Image("the file is empty".into()));
     }

@@ -69,15 +69,27 @@ impl DetectorConfig {
                 self.vv_from
             ));
         }
-        if self.taps.is_empty() || self.taps.iter().any(|&t| t == 0 || t > layers) {
+        let mut distinct = self.taps.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if self.taps.is_empty()
+            || distinct.len() != self.taps.len()
+            || self.taps.iter().any(|&t| t == 0 || t > layers)
+        {
             return bad(format!(
-                "taps {:?} must be blocks in 1..={layers}",
+                "taps {:?} must be distinct blocks in 1..={layers}",
                 self.taps
             ));
         }
-        if !(self.tau.is_finite() && self.tau > 0.0 && self.sigma.is_finite() && self.sigma >= 0.0)
-        {
-            return bad("tau must be positive and sigma non-negative".into());
+        if !(self.tau >= 1e-4 && self.tau <= 100.0) {
+            return bad(format!("tau {} is not in [1e-4, 100]", self.tau));
+        }
+        // σ beyond the input's side smooths the map flat (and sizes the kernel).
+        if !(self.sigma >= 0.0 && self.sigma <= self.input_size as f64) {
+            return bad(format!(
+                "sigma {} is not in [0, input size {}]",
+                self.sigma, self.input_size
+            ));
         }
         if !(0.0..=1.0).contains(&self.global_weight) || !self.threshold.is_finite() {
             return bad("global_weight must be in [0, 1] and threshold finite".into());

@@ -130,9 +130,13 @@ pub fn load_head(
         text_width: backbone.text_width,
         text_layers: backbone.text_layers,
     };
+    let expected = meta
+        .head
+        .parameter_count(dims.embed_dim, dims.text_width, dims.text_layers);
     let head = read_weights(
         bytes,
         device,
+        expected,
         |_| false,
         |r| tensors::read(r, &meta.head, dims, device),
     )?;

@@ -82,6 +82,19 @@ impl HeadConfig {
         (self.deep_blocks[0].max(1)..=self.deep_blocks[1].min(layers)).collect()
     }
 
+    /// The parameters a head of this shape has on a backbone of these sizes.
+    pub fn parameter_count(&self, embed_dim: usize, text_width: usize, text_layers: usize) -> u64 {
+        let (d, wt) = (embed_dim as u64, text_width as u64);
+        let prompts = (2 * self.n_ctx as u64
+            + self.deep_len as u64 * self.deep_block_list(text_layers).len() as u64)
+            * wt;
+        // Per level, two cross-attentions: two layer norms and four d×d linears each.
+        let bicmci = self.levels as u64 * 2 * (4 * d + 4 * (d * d + d));
+        let r = d / (self.adapter_reduction.max(1) as u64);
+        let adapter = (d * r + r) + (r * r * 9 + r) + (r * d + d);
+        prompts.saturating_add(bicmci).saturating_add(adapter)
+    }
+
     /// Check the config against the backbone's embedding width and text context.
     pub fn validate(&self, embed_dim: usize, context_length: usize) -> Result<()> {
         let bad = |m: String| Err(Error::Head(m));

@@ -62,13 +62,24 @@ enum Failure {
 impl ChatClient {
     /// A client for `opts` (checked).
     pub fn new(opts: ChatOptions) -> Result<Self> {
-        // Written to refuse NaN too.
-        if !(opts.rate.is_finite()
-            && opts.rate > 0.0
-            && opts.timeout.is_finite()
-            && opts.timeout > 0.0)
-        {
-            return Err(Error::Invalid("rate and timeout must be positive".into()));
+        // Written to refuse NaN too; the bounds keep every wait a representable Duration.
+        if !(opts.rate >= 0.001 && opts.rate <= 1000.0) {
+            return Err(Error::Invalid(format!(
+                "rate {} is not in [0.001, 1000] requests a second",
+                opts.rate
+            )));
+        }
+        if !(opts.timeout > 0.0 && opts.timeout <= 3600.0) {
+            return Err(Error::Invalid(format!(
+                "timeout {} is not in (0, 3600] seconds",
+                opts.timeout
+            )));
+        }
+        if opts.retries > 100 || opts.backoff > MAX_WAIT {
+            return Err(Error::Invalid(format!(
+                "retries {} (at most 100) or back-off {:?} (at most {MAX_WAIT:?}) out of range",
+                opts.retries, opts.backoff
+            )));
         }
         let base = opts.endpoint.trim_end_matches('/');
         if !(base.starts_with("http://") || base.starts_with("https://")) {
@@ -159,8 +170,7 @@ impl ChatClient {
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map(|s| Duration::from_secs_f64(s.clamp(0.0, MAX_WAIT.as_secs_f64())));
+            .and_then(parse_retry_after);
         let text = resp
             .body_mut()
             .read_to_string()
@@ -201,7 +211,11 @@ impl ChatClient {
         let mut wait = Duration::ZERO;
         for attempt in 0..=self.opts.retries {
             std::thread::sleep(wait);
-            let backoff = (self.opts.backoff * 2u32.saturating_pow(attempt)).min(MAX_WAIT);
+            let backoff = self
+                .opts
+                .backoff
+                .checked_mul(2u32.saturating_pow(attempt))
+                .map_or(MAX_WAIT, |b| b.min(MAX_WAIT));
             match self.attempt(&body) {
                 Ok(content) => match parse(&content) {
                     Ok(v) => return Ok(v),
@@ -224,5 +238,75 @@ impl ChatClient {
             self.url,
             self.opts.retries + 1
         )))
+    }
+}
+
+/// A `Retry-After` header's wait: delay-seconds (RFC 9110; fractions accepted), at most
+/// [`MAX_WAIT`]. Anything else — an HTTP date, NaN, a negative or non-numeric value — is
+/// `None`, and the client's own back-off applies.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let seconds: f64 = value.trim().parse().ok()?;
+    (seconds.is_finite() && seconds >= 0.0)
+        .then(|| Duration::from_secs_f64(seconds.min(MAX_WAIT.as_secs_f64())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_values_that_make_no_sense_fall_back_to_the_back_off() {
+        let s = |v: f64| Some(Duration::from_secs_f64(v));
+        for (header, want) in [
+            ("3", s(3.0)),
+            (" 0.5 ", s(0.5)),
+            ("0", s(0.0)),
+            ("86400", Some(MAX_WAIT)),
+            ("1e300", Some(MAX_WAIT)),
+            ("inf", None),
+            ("NaN", None),
+            ("-5", None),
+            ("", None),
+            ("soon", None),
+            ("Wed, 21 Oct 2015 07:28:00 GMT", None),
+        ] {
+            assert_eq!(parse_retry_after(header), want, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn absurd_client_settings_are_refused() {
+        let ok = || ChatOptions {
+            endpoint: "http://127.0.0.1:9/v1".into(),
+            model: "m".into(),
+            api_key: None,
+            timeout: 30.0,
+            retries: 3,
+            rate: 1.0,
+            backoff: Duration::from_millis(500),
+        };
+        assert!(ChatClient::new(ok()).is_ok());
+        type Edit = Box<dyn Fn(&mut ChatOptions)>;
+        let bad: Vec<(&str, Edit)> = vec![
+            ("rate", Box::new(|o| o.rate = f64::NAN)),
+            ("rate", Box::new(|o| o.rate = 1e-300)),
+            ("rate", Box::new(|o| o.rate = 0.0)),
+            ("timeout", Box::new(|o| o.timeout = 1e300)),
+            ("timeout", Box::new(|o| o.timeout = -1.0)),
+            ("retries", Box::new(|o| o.retries = u32::MAX)),
+            (
+                "back-off",
+                Box::new(|o| o.backoff = Duration::from_secs(u64::MAX)),
+            ),
+        ];
+        for (want, edit) in bad {
+            let mut o = ok();
+            edit(&mut o);
+            match ChatClient::new(o) {
+                Err(Error::Invalid(m)) => assert!(m.contains(want), "want `{want}` in {m}"),
+                Err(e) => panic!("want Invalid, got {e}"),
+                Ok(_) => panic!("want `{want}` refused"),
+            }
+        }
     }
 }
