@@ -102,6 +102,30 @@ impl<'a> WeightReader<'a> {
         }
     }
 
+    /// A PyTorch-layout matrix `name` of `shape` `[rows, cols]`, transposed on the host into
+    /// a contiguous `[cols, rows]` tensor (Burn's `Linear` keeps `[in, out]`). A transposed
+    /// view would do for a 2-D product, but Burn reshapes the weight of every `Linear`
+    /// call on 3-D input, and a reshape of a view copies it: the whole model's weights, on
+    /// every forward pass (a fifth of a ViT-B/16 forward on the CPU).
+    pub fn tensor_t(&mut self, name: &str, shape: [usize; 2]) -> Tensor<2> {
+        let [rows, cols] = shape;
+        match self.read(name, &shape) {
+            Ok(values) => {
+                let mut t = vec![0.0f32; values.len()];
+                for (r, row) in values.chunks_exact(cols).enumerate() {
+                    for (c, v) in row.iter().enumerate() {
+                        t[c * rows + r] = *v;
+                    }
+                }
+                Tensor::from_data(TensorData::new(t, [cols, rows]), &self.device)
+            }
+            Err(problem) => {
+                self.problems.push(problem);
+                Tensor::zeros([cols, rows], &self.device)
+            }
+        }
+    }
+
     /// sha256 (hex, first 16 bytes) of a tensor's values rounded to f16: the same for f16,
     /// bf16-free f32 and f64 copies of one tensor.
     pub fn f16_digest(&mut self, name: &str) -> Option<String> {

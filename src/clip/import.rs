@@ -5,7 +5,7 @@ use burn::module::Param;
 use burn::prelude::*;
 
 use super::config::{Activation, ClipConfig, TowerConfig};
-use super::layers::{Attention, Block, Mlp, layer_norm, linear_from_torch};
+use super::layers::{Attention, Block, Mlp, layer_norm, linear};
 use super::model::Clip;
 use super::text::TextTower;
 use super::vision::VisionTower;
@@ -62,9 +62,9 @@ fn read_ln(r: &mut WeightReader, prefix: &str, width: usize, eps: f64) -> burn::
 
 /// Reads a PyTorch linear layer `{prefix}weight [out, in]`, `{prefix}bias [out]`.
 fn read_linear(r: &mut WeightReader, prefix: &str, d_in: usize, d_out: usize) -> burn::nn::Linear {
-    let w = r.tensor(&format!("{prefix}weight"), [d_out, d_in]);
+    let w = r.tensor_t(&format!("{prefix}weight"), [d_out, d_in]);
     let b = r.tensor(&format!("{prefix}bias"), [d_out]);
-    linear_from_torch(w, Some(b))
+    linear(w, Some(b))
 }
 
 fn read_block(
@@ -81,8 +81,8 @@ fn read_block(
         Layout::OpenClip => Block {
             ln_1: read_ln(r, &format!("{p}ln_1."), w, eps),
             attn: Attention {
-                in_proj: linear_from_torch(
-                    r.tensor(&format!("{p}attn.in_proj_weight"), [3 * w, w]),
+                in_proj: linear(
+                    r.tensor_t(&format!("{p}attn.in_proj_weight"), [3 * w, w]),
                     Some(r.tensor(&format!("{p}attn.in_proj_bias"), [3 * w])),
                 ),
                 out_proj: read_linear(r, &format!("{p}attn.out_proj."), w, w),
@@ -97,15 +97,16 @@ fn read_block(
         },
         Layout::HuggingFace => {
             // Fuse q, k and v into one in_proj, in that order, as PyTorch's MHA stores it.
-            let [qw, kw, vw] =
-                ["q", "k", "v"].map(|n| r.tensor(&format!("{p}self_attn.{n}_proj.weight"), [w, w]));
+            let [qw, kw, vw] = ["q", "k", "v"]
+                .map(|n| r.tensor_t(&format!("{p}self_attn.{n}_proj.weight"), [w, w]));
             let [qb, kb, vb] =
                 ["q", "k", "v"].map(|n| r.tensor(&format!("{p}self_attn.{n}_proj.bias"), [w]));
             Block {
                 ln_1: read_ln(r, &format!("{p}layer_norm1."), w, eps),
                 attn: Attention {
-                    in_proj: linear_from_torch(
-                        Tensor::cat(vec![qw, kw, vw], 0),
+                    in_proj: linear(
+                        // `[in, out]`: q, k and v side by side along the outputs.
+                        Tensor::cat(vec![qw, kw, vw], 1),
                         Some(Tensor::cat(vec![qb, kb, vb], 0)),
                     ),
                     out_proj: read_linear(r, &format!("{p}self_attn.out_proj."), w, w),
@@ -133,7 +134,7 @@ fn read_projection(
 ) -> Tensor<2> {
     match layout {
         Layout::OpenClip => r.tensor(open_clip, [d_in, d_out]),
-        Layout::HuggingFace => r.tensor(hf, [d_out, d_in]).transpose(),
+        Layout::HuggingFace => r.tensor_t(hf, [d_out, d_in]),
     }
 }
 

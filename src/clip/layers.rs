@@ -8,10 +8,11 @@ use burn::tensor::activation::{gelu, sigmoid, softmax};
 
 use super::config::Activation;
 
-/// A PyTorch-layout linear layer (`weight [out, in]`) as a Burn [`Linear`] (`[in, out]`).
-pub fn linear_from_torch(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Linear {
+/// A Burn [`Linear`] from a contiguous `[in, out]` weight (see
+/// [`crate::tensor_io::WeightReader::tensor_t`]) and a bias.
+pub fn linear(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Linear {
     Linear {
-        weight: Param::from_tensor(weight.transpose()),
+        weight: Param::from_tensor(weight),
         bias: bias.map(Param::from_tensor),
     }
 }

@@ -143,7 +143,7 @@ pub(crate) fn read(
             Slot::R2(p, false) => *p = Param::from_tensor(r.tensor(&name, p.dims())),
             Slot::R2(p, true) => {
                 let [i, o] = p.dims();
-                *p = Param::from_tensor(r.tensor(&name, [o, i]).transpose());
+                *p = Param::from_tensor(r.tensor_t(&name, [o, i]));
             }
             Slot::R4(p) => *p = Param::from_tensor(r.tensor(&name, p.dims())),
         }
