@@ -189,28 +189,7 @@ fn detect_timings(
     dev: &burn::prelude::Device,
     kind: BackendKind,
 ) {
-    use kanoclip::detect::head_file::HeadMeta;
-    use kanoclip::detect::{Detector, DetectorConfig};
-    use kanoclip::head::{BackboneId, Head, HeadConfig};
-    let clip = Clip::from_safetensors(cfg, bytes, dev).unwrap();
-    let detector = DetectorConfig::for_clip(cfg);
-    let head_cfg = HeadConfig {
-        levels: detector.taps.len(),
-        ..HeadConfig::default()
-    };
-    let head = Head::init(
-        &head_cfg,
-        cfg.embed_dim,
-        cfg.text.tower.width,
-        cfg.text.tower.layers,
-        dev,
-    );
-    let meta = HeadMeta {
-        head: head_cfg,
-        detector,
-        backbone: BackboneId::of(&clip),
-    };
-    let det = Detector::with_head(clip, head, meta, tokenizer).unwrap();
+    let det = common::detector_with_head(cfg, bytes, dev, tokenizer);
     let runs: Vec<_> = (0..4).map(|_| det.detect(image).unwrap().timings).collect();
     let warm = &runs[1..];
     let avg = |f: fn(&kanoclip::detect::Timings) -> f64| {

@@ -14,14 +14,13 @@ use std::io::Write;
 use std::time::Instant;
 
 mod common;
-use common::{B16, ms, peak_rss_mib, random_weights};
+use common::{B16, detector_with_head, ms, peak_rss_mib, random_weights};
 
 use burn::prelude::*;
 use kanoclip::clip::{Clip, ClipConfig, Tokenizer};
-use kanoclip::detect::head_file::HeadMeta;
-use kanoclip::detect::{Detector, DetectorConfig};
+use kanoclip::detect::DetectorConfig;
 use kanoclip::device::{BackendKind, device};
-use kanoclip::head::{BackboneId, Head, HeadConfig};
+use kanoclip::head::HeadConfig;
 
 fn env_or(key: &str, default: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| default.into())
@@ -56,23 +55,6 @@ fn rayon_threads() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
-fn detector(cfg: &ClipConfig, bytes: &[u8], dev: &Device, tokenizer: &Tokenizer) -> Detector {
-    let clip = Clip::from_safetensors(cfg, bytes, dev).unwrap();
-    let detector = DetectorConfig::for_clip(cfg);
-    let head_cfg = HeadConfig {
-        levels: detector.taps.len(),
-        ..HeadConfig::default()
-    };
-    let (d, w, l) = (cfg.embed_dim, cfg.text.tower.width, cfg.text.tower.layers);
-    let head = Head::init(&head_cfg, d, w, l, dev);
-    let meta = HeadMeta {
-        head: head_cfg,
-        detector,
-        backbone: BackboneId::of(&clip),
-    };
-    Detector::with_head(clip, head, meta, tokenizer).unwrap()
 }
 
 fn main() {
@@ -112,7 +94,7 @@ fn main() {
             println!("kanoclip {kind:<5} unavailable");
             continue;
         };
-        let det = detector(&cfg, &bytes, &dev, &tokenizer);
+        let det = detector_with_head(&cfg, &bytes, &dev, &tokenizer);
         for &b in &batches {
             let images = vec![image.clone(); b];
             for _ in 0..warmup {

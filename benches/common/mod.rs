@@ -3,7 +3,34 @@
 
 use std::time::Duration;
 
-use kanoclip::clip::ClipConfig;
+use burn::prelude::Device;
+use kanoclip::clip::{Clip, ClipConfig, Tokenizer};
+use kanoclip::detect::head_file::HeadMeta;
+use kanoclip::detect::{Detector, DetectorConfig};
+use kanoclip::head::{BackboneId, Head, HeadConfig};
+
+/// A trained-mode detector with a fresh (untrained) 4-level head: the detector's whole work.
+pub fn detector_with_head(
+    cfg: &ClipConfig,
+    bytes: &[u8],
+    dev: &Device,
+    tokenizer: &Tokenizer,
+) -> Detector {
+    let clip = Clip::from_safetensors(cfg, bytes, dev).unwrap();
+    let detector = DetectorConfig::for_clip(cfg);
+    let head_cfg = HeadConfig {
+        levels: detector.taps.len(),
+        ..HeadConfig::default()
+    };
+    let (d, w, l) = (cfg.embed_dim, cfg.text.tower.width, cfg.text.tower.layers);
+    let head = Head::init(&head_cfg, d, w, l, dev);
+    let meta = HeadMeta {
+        head: head_cfg,
+        detector,
+        backbone: BackboneId::of(&clip),
+    };
+    Detector::with_head(clip, head, meta, tokenizer).unwrap()
+}
 
 pub const B16: &str = r#"{"embed_dim": 512, "quick_gelu": true,
   "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 16},
