@@ -292,25 +292,34 @@ fn inspect_batch(
     args: &DetectArgs,
     used: &mut std::collections::HashSet<String>,
 ) -> Vec<Row> {
-    let opened: Vec<_> = files.iter().map(|f| open(f, args)).collect();
-    let images: Vec<DynamicImage> = opened.iter().filter_map(|(_, i)| i.clone()).collect();
+    // Decoded images move into one batch (no copies); `decoded[i]` says whether input i has
+    // one there.
+    let (mut rows, mut images, mut decoded) = (Vec::new(), Vec::new(), Vec::new());
+    for file in files {
+        let (row, image) = open(file, args);
+        decoded.push(image.is_some());
+        images.extend(image);
+        rows.push(row);
+    }
     let mut found = match detector.detect_batch(&images) {
         Ok(found) => found.into_iter().map(Ok).collect::<Vec<_>>(),
         Err(_) => images.iter().map(|img| detector.detect(img)).collect(),
     }
     .into_iter();
-    let mut rows = Vec::with_capacity(files.len());
-    for (file, o) in files.iter().zip(opened) {
-        rows.push(match o {
-            (row, None) => row,
-            (row, Some(image)) => match found.next() {
-                Some(Ok(d)) => write_outputs(&d, &image, file, args, used, row),
-                Some(Err(e)) => failed(row, &e),
-                None => failed(row, &Error::Invalid("no result for this image".into())),
-            },
+    let mut images = images.iter();
+    let mut out = Vec::with_capacity(files.len());
+    for ((file, row), decoded) in files.iter().zip(rows).zip(decoded) {
+        if !decoded {
+            out.push(row);
+            continue;
+        }
+        out.push(match (images.next(), found.next()) {
+            (Some(image), Some(Ok(d))) => write_outputs(&d, image, file, args, used, row),
+            (_, Some(Err(e))) => failed(row, &e),
+            _ => failed(row, &Error::Invalid("no result for this image".into())),
         });
     }
-    rows
+    out
 }
 
 /// Heatmap, overlay and (with --raw-maps) the raw map of one detection, and its row (with
