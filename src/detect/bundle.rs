@@ -16,7 +16,7 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
-use super::head_file::{check_levels, load_head};
+use super::head_file::load_head;
 use super::{Detector, DetectorConfig};
 use crate::clip::ClipConfig;
 use crate::clip::vision::VisionTower;
@@ -210,7 +210,6 @@ impl Manifest {
                         "the head's taps are not the manifest's".into(),
                     ));
                 }
-                check_levels(head.bicmci.len(), &self.detector.taps)?;
                 Some(head)
             }
             (Mode::Trained, None) => {

@@ -184,8 +184,8 @@ impl Detector {
         meta: HeadMeta,
         tokenizer: &Tokenizer,
     ) -> Result<Self> {
+        // The head's own levels are checked against the taps in `from_parts`.
         check_levels(meta.head.levels, &meta.detector.taps)?;
-        check_levels(head.bicmci.len(), &meta.detector.taps)?;
         let tokens =
             PromptTokens::new(tokenizer, meta.head.n_ctx, clip.config.text.context_length)?;
         clip.check_tokens(&tokens.rows)?;
