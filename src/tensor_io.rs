@@ -17,6 +17,16 @@ pub fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
         .map_err(|e| Error::backend("reading a tensor back", e))
 }
 
+/// [`to_vec`] with asynchronous read-back, which WebGPU requires.
+pub async fn to_vec_async<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data_async()
+        .await
+        .map_err(|e| Error::backend("reading a tensor back", e))?
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::backend("converting a tensor read back", e))
+}
+
 /// SHA-256 of `bytes`, as 64 lower-case hex digits.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))

@@ -8,12 +8,11 @@ use image::DynamicImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use super::model::ModelArgs;
+use super::reference::{FewShotArgs, FewShotInfo};
 use crate::clip::preprocess::decode_image_lenient;
-use crate::clip::{Clip, Tokenizer};
 use crate::detect::render::{heatmap, overlay};
-use crate::detect::{Detection, Detector, DetectorConfig, Timings};
-use crate::device::{BackendKind, device};
-use crate::head::knowledge::Knowledge;
+use crate::detect::{Detection, Detector, Timings};
 use crate::{Error, Result, atomic};
 
 #[derive(Args)]
@@ -21,25 +20,16 @@ pub struct DetectArgs {
     /// Image files and folders (searched recursively).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
-    #[arg(long)]
-    clip_config: PathBuf,
-    #[arg(long)]
-    weights: PathBuf,
-    /// A trained head; without it, training-free mode.
-    #[arg(long)]
-    head: Option<PathBuf>,
-    /// Knowledge base for training-free mode: `industrial` or `medical` (built in), or a
-    /// knowledge file.
-    #[arg(long, default_value = "industrial")]
-    knowledge: String,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    few_shot: FewShotArgs,
     /// Output folder for heatmaps, overlays and the report.
     #[arg(long, default_value = "kanoclip-out")]
     out: PathBuf,
     /// Decision threshold (default: the head's, or 0.5).
     #[arg(long)]
     threshold: Option<f64>,
-    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
-    backend: BackendKind,
     /// Also write each raw anomaly map as `<name>_map.f32` (little-endian f32, row-major,
     /// the image's width × height), e.g. to compare with the browser build.
     #[arg(long)]
@@ -83,11 +73,13 @@ struct Report<'a> {
     images: usize,
     anomalous: usize,
     errors: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    few_shot: Option<FewShotInfo>,
     results: Vec<Row>,
 }
 
 /// Every file under `paths`, folders walked recursively in name order.
-fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+pub(super) fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for p in paths {
         if p.is_dir() {
@@ -110,7 +102,7 @@ fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn is_image_name(p: &Path) -> bool {
+pub(super) fn is_image_name(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
@@ -159,20 +151,22 @@ fn save_png(path: &Path, img: &image::RgbaImage) -> Result<()> {
 pub fn run(args: DetectArgs) -> Result<()> {
     let files = collect(&args.paths)?;
     check_writable(&args.out)?;
-    let tokenizer = Tokenizer::new()?;
-    let dev = pollster::block_on(device(args.backend))?;
-    let clip = Clip::from_files(&args.clip_config, &args.weights, &dev)?;
-    let (detector, mode) = match &args.head {
-        Some(head) => (Detector::load(clip, head, &tokenizer)?, "trained"),
-        None => {
-            let kb = Knowledge::parse(&args.knowledge).load()?;
-            let cfg = DetectorConfig::for_clip(&clip.config);
-            (
-                Detector::training_free(clip, &kb, &tokenizer, cfg)?,
-                "training-free",
-            )
+    let (detector, mode) = args.model.detector()?;
+    let few_shot = args.few_shot.apply(&detector)?;
+    if let Some(info) = &few_shot {
+        let refs: std::collections::HashSet<&str> =
+            info.references.iter().map(|r| r.name.as_str()).collect();
+        let both = files
+            .iter()
+            .filter(|f| refs.contains(f.display().to_string().as_str()))
+            .count();
+        if both > 0 {
+            eprintln!(
+                "kanoclip: warning: {both} input image(s) are also references; \
+                 their few-shot maps are 0 by construction"
+            );
         }
-    };
+    }
     if let Some(t) = args.threshold {
         detector.set_threshold(t)?;
     }
@@ -214,11 +208,12 @@ pub fn run(args: DetectArgs) -> Result<()> {
 
     let report = Report {
         mode,
-        backend: args.backend.to_string(),
+        backend: args.model.backend.to_string(),
         threshold: detector.threshold(),
         images: rows.iter().filter(|r| r.error.is_none()).count(),
         anomalous: rows.iter().filter(|r| r.is_anomalous == Some(true)).count(),
         errors: rows.iter().filter(|r| r.error.is_some()).count(),
+        few_shot,
         results: rows,
     };
     let json = serde_json::to_vec_pretty(&report).map_err(Error::from)?;

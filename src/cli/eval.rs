@@ -6,11 +6,13 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::clip::{Clip, Tokenizer};
+use crate::detect::memory::FewShot;
 use crate::detect::{Detector, DetectorConfig};
 use crate::device::{BackendKind, device};
 use crate::head::knowledge::Knowledge;
 use crate::train::dataset::{Dataset, Format};
 use crate::train::evaluate::{CategoryMetrics, EvalReport, evaluate};
+use crate::train::few_shot::{FewShotProtocol, FewShotReport, evaluate_few_shot};
 use crate::{Error, Result, atomic};
 
 #[derive(Args)]
@@ -40,6 +42,16 @@ pub struct EvalArgs {
     out: PathBuf,
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
     backend: BackendKind,
+    /// Few-shot mode, WinCLIP's protocol: K normal images per category, drawn from its
+    /// training split (`train/good`), are the reference memory.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    shots: Option<u32>,
+    /// Few-shot runs, with seeds 0, 1, …: the report gives each metric's mean and spread.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    seeds: u32,
+    /// λ in [0, 1]: map = (1 − λ) · zero-shot + λ · few-shot.
+    #[arg(long, default_value_t = 0.5)]
+    few_shot_weight: f64,
 }
 
 fn pct(v: Option<f64>) -> String {
@@ -64,10 +76,19 @@ fn csv_num(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.6}")).unwrap_or_default()
 }
 
-fn write_outputs(out: &std::path::Path, report: &EvalReport) -> Result<()> {
+fn write_outputs(
+    out: &std::path::Path,
+    report: &EvalReport,
+    few_shot: Option<&FewShotReport>,
+) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let summary = few_shot.map(|f| {
+        serde_json::json!({"shots": f.shots, "seeds": f.seeds, "weight": f.weight, "std": f.std,
+            "note": "metrics are means over the seeds; every run is in few_shot.json"})
+    });
     let json = serde_json::to_vec_pretty(&serde_json::json!({
         "categories": report.categories, "mean": report.mean, "images_per_second": report.images_per_second,
+        "few_shot": summary,
         "note": "null: undefined (a category without anomalies or masks); aupro is AUPRO@0.3, normalised",
     }))
     .map_err(|e| Error::Invalid(e.to_string()))?;
@@ -121,18 +142,47 @@ pub fn run(args: EvalArgs) -> Result<()> {
             Detector::training_free(clip, &kb, &tokenizer, cfg)?
         }
     };
-    let total = data
+    let tests = data
         .samples
         .iter()
         .filter(|s| s.split == crate::train::dataset::Split::Test)
         .count();
-    let bar = ProgressBar::new(total as u64);
+    let runs = if args.shots.is_some() { args.seeds } else { 1 };
+    let bar = ProgressBar::new((tests * runs as usize) as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} images  {elapsed} elapsed, ETA {eta}")
             .map_err(|e| Error::Invalid(e.to_string()))?,
     );
-    let report = evaluate(&detector, &data, |_| bar.inc(1))?;
+    let (report, few_shot) = match args.shots {
+        Some(k) => {
+            let protocol = FewShotProtocol {
+                shots: k as usize,
+                seeds: (0..u64::from(args.seeds)).collect(),
+                fusion: FewShot {
+                    weight: args.few_shot_weight,
+                    ..FewShot::default()
+                },
+            };
+            let f = evaluate_few_shot(&detector, &data, &protocol, |_| bar.inc(1))?;
+            let n = f.mean.len() - 1;
+            let summary = EvalReport {
+                categories: f.mean[..n].to_vec(),
+                mean: f.mean[n].clone(),
+                scores: f.runs[0].scores.clone(),
+                images_per_second: f.runs.iter().map(|r| r.images_per_second).sum::<f64>()
+                    / f.runs.len() as f64,
+            };
+            (summary, Some(f))
+        }
+        None => (evaluate(&detector, &data, |_| bar.inc(1))?, None),
+    };
     bar.finish_and_clear();
+    if let Some(f) = &few_shot {
+        println!(
+            "few-shot: {} normal images per category, λ {}, mean over seeds {:?}",
+            f.shots, f.weight, f.seeds
+        );
+    }
     println!(
         "{:<16} {:>5} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
         "category", "n", "I-AUC", "I-AP", "I-F1", "P-AUC", "AUPRO", "P-AP"
@@ -141,6 +191,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
         println!("{}", row(c));
     }
     println!("{}", row(&report.mean));
+    if let Some(f) = &few_shot {
+        println!("{}", row(&f.std));
+        let json = serde_json::to_vec_pretty(f).map_err(Error::from)?;
+        std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+        atomic::write(&args.out.join("few_shot.json"), &json)?;
+    }
     println!("({:.2} images/s)", report.images_per_second);
-    write_outputs(&args.out, &report)
+    write_outputs(&args.out, &report, few_shot.as_ref())
 }

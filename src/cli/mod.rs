@@ -5,6 +5,8 @@ mod detect;
 mod embed;
 mod eval;
 mod knowledge;
+mod model;
+mod reference;
 mod synth;
 mod train;
 
@@ -37,6 +39,9 @@ enum Command {
     Train(train::TrainArgs),
     /// Fill a knowledge base from an OpenAI-compatible chat endpoint.
     Knowledge(knowledge::KnowledgeArgs),
+    /// Few-shot mode: build a memory of known-good images' features.
+    #[command(subcommand)]
+    Reference(reference::ReferenceCommand),
     /// Write the browser bundle (manifest and checksummed chunks) for the wasm build.
     Convert(convert::ConvertArgs),
 }
@@ -65,6 +70,7 @@ pub fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Knowledge(args) => knowledge::run(args),
         Command::Convert(args) => convert::run(args),
+        Command::Reference(command) => reference::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -222,6 +222,6 @@ impl Manifest {
             Tensor::<2>::from_data(TensorData::new(self.text_features.concat(), [2, d]), device);
         let mut config = self.detector.clone();
         config.threshold = self.threshold;
-        Detector::from_parts(tower, head, config, text)
+        Detector::from_parts(tower, self.backbone.clone(), head, config, text)
     }
 }

@@ -6,25 +6,31 @@ use burn::prelude::*;
 use super::upsample::{source_coord_u64, upsample_bilinear};
 use crate::clip::preprocess::Geometry;
 
-/// `Σ_l up((S_l[a] + 1 − S_l[n]) / 2)` for a batch: `[B, S, S]`, or `None` without taps.
-/// Up-sampling is bilinear (half-pixel centres, as `F.interpolate(align_corners=False)`)
-/// and linear, so the tap maps are summed on the patch grid and up-sampled once.
-pub fn summed_maps(local: &[Tensor<3>], grid: usize, size: usize) -> Option<Tensor<3>> {
-    let mut total: Option<Tensor<3>> = None;
+/// `Σ_l (S_l[a] + 1 − S_l[n]) / 2` on the patch grid: `[B, N]`, or `None` without taps.
+pub fn zero_shot_grid(local: &[Tensor<3>]) -> Option<Tensor<2>> {
+    let mut total: Option<Tensor<2>> = None;
     for s in local {
+        let [b, n, _] = s.dims();
         let normal = s.clone().narrow(2, 0, 1);
         let abnormal = s.clone().narrow(2, 1, 1);
-        let m = (abnormal - normal + 1.0).div_scalar(2.0);
+        let m = (abnormal - normal + 1.0).div_scalar(2.0).reshape([b, n]);
         total = Some(match total {
             Some(t) => t + m,
             None => m,
         });
     }
-    let total = total?;
-    let [b, n, _] = total.dims();
+    total
+}
+
+/// Up-sample grid maps `[B, grid²]` to `[B, size, size]`. Up-sampling is bilinear
+/// (half-pixel centres, as `F.interpolate(align_corners=False)`) and linear, so maps are
+/// summed (and fused) on the patch grid and up-sampled once: the same as the spec's sum of
+/// up-sampled maps.
+pub fn upsample_grid(total: Tensor<2>, grid: usize, size: usize) -> Tensor<3> {
+    let [b, n] = total.dims();
     debug_assert_eq!(n, grid * grid);
     let up = upsample_bilinear(total.reshape([b, 1, grid, grid]), size);
-    Some(up.reshape([b, size, size]))
+    up.reshape([b, size, size])
 }
 
 /// The 1-D Gaussian kernel `scipy.ndimage.gaussian_filter` uses: radius `int(4σ + 0.5)`.

@@ -4,17 +4,20 @@
 
 pub mod bundle;
 pub mod config;
+pub mod coreset;
 pub mod head_file;
 pub mod maps;
+pub mod memory;
+mod reference;
 pub mod render;
 mod result;
 pub(crate) mod upsample;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use burn::prelude::*;
-use burn::tensor::TensorData;
 use burn::tensor::activation::softmax;
 use image::DynamicImage;
 use web_time::Instant;
@@ -26,9 +29,11 @@ use crate::error::{Error, Result};
 use crate::head::knowledge::{Knowledge, KnowledgeBase};
 use crate::head::prompts::{PromptTokens, l2_normalize};
 use crate::head::{BackboneId, Head, score};
-use crate::tensor_io::to_vec;
+use crate::tensor_io::{to_vec, to_vec_async};
 pub use config::DetectorConfig;
 use head_file::{HeadMeta, check_levels, load_head_file};
+use memory::{FewShot, ReferenceMemory};
+pub use reference::MemoryOptions;
 pub use result::{AnomalyMap, Calibration, Detection, JsDetection, JsTimings, Timings};
 
 /// CLIP's usual prompt templates, used to wrap each knowledge text in training-free mode.
@@ -86,6 +91,11 @@ pub struct Detector {
     text: Tensor<2>,
     /// The positional embedding for `config.input_size`, resized once at load.
     pos: Tensor<2>,
+    /// The backbone the image tower is (a reference memory must come from the same).
+    backbone: BackboneId,
+    /// Few-shot mode: the reference memory in force and how it is fused, if any. Shared
+    /// with detections already running, so replacing it never disturbs them.
+    few_shot: RwLock<Option<(Arc<ReferenceMemory>, FewShot)>>,
 }
 
 impl Detector {
@@ -110,11 +120,13 @@ impl Detector {
         }
     }
 
-    /// A detector from its parts: the image tower, a head or none (training-free), the
-    /// settings, and the state texts `[t_n; t_a]` (`[2, D]`, L2-normalised) encoded
-    /// beforehand, so that no text tower is needed (the browser bundle's case).
+    /// A detector from its parts: the image tower and the backbone it belongs to, a head or
+    /// none (training-free), the settings, and the state texts `[t_n; t_a]` (`[2, D]`,
+    /// L2-normalised) encoded beforehand, so that no text tower is needed (the browser
+    /// bundle's case).
     pub fn from_parts(
         vision: VisionTower,
+        backbone: BackboneId,
         head: Option<Head>,
         config: DetectorConfig,
         text: Tensor<2>,
@@ -138,6 +150,8 @@ impl Detector {
             config,
             text,
             pos,
+            backbone,
+            few_shot: RwLock::new(None),
         })
     }
 
@@ -160,7 +174,8 @@ impl Detector {
             states.push(mean_text_feature(&clip, tokenizer, &prompts)?);
         }
         let text = Tensor::cat(states, 0);
-        Self::from_parts(clip.vision, None, config, text)
+        let backbone = BackboneId::of(&clip);
+        Self::from_parts(clip.vision, backbone, None, config, text)
     }
 
     /// Trained mode: the head file's prompts, Bi-CMCI and adapter, and the detector settings
@@ -190,7 +205,8 @@ impl Detector {
             PromptTokens::new(tokenizer, meta.head.n_ctx, clip.config.text.context_length)?;
         clip.check_tokens(&tokens.rows)?;
         let text = head.prompts.encode(&clip.text, &tokens);
-        Self::from_parts(clip.vision, Some(head), meta.detector, text)
+        let backbone = BackboneId::of(&clip);
+        Self::from_parts(clip.vision, backbone, Some(head), meta.detector, text)
     }
 
     /// The settings in force (with the current threshold).
@@ -199,6 +215,11 @@ impl Detector {
             threshold: self.threshold(),
             ..self.config.clone()
         }
+    }
+
+    /// The device the detector runs on.
+    pub fn device(&self) -> Device {
+        self.vision.conv1.device()
     }
 
     /// The trained head, if any.
@@ -254,15 +275,8 @@ impl Detector {
             return Ok(Vec::new());
         }
         let run = self.forward(images, false)?;
-        let read = |e| Error::backend("reading results back", e);
-        let probs = run.probs.clone().into_data_async().await.map_err(read)?;
-        let maps = run.maps.clone().into_data_async().await.map_err(read)?;
-        let vec = |d: TensorData| {
-            d.convert::<f32>()
-                .try_into_vec::<f32>()
-                .map_err(|e| Error::backend("converting results", e))
-        };
-        let (probs, maps) = (vec(probs)?, vec(maps)?);
+        let probs = to_vec_async(run.probs.clone()).await?;
+        let maps = to_vec_async(run.maps.clone()).await?;
         Ok(self.finish(run, &probs, &maps))
     }
 
@@ -298,8 +312,23 @@ impl Detector {
             grid,
         );
         let probs = softmax(scores.global_logits, 1);
-        let maps = maps::summed_maps(&scores.local, grid, size)
-            .ok_or_else(|| Error::Invalid("no taps".into()))?;
+        let no_taps = || Error::Invalid("no taps".into());
+        let mut total = maps::zero_shot_grid(&scores.local).ok_or_else(no_taps)?;
+        if let Some((memory, fs)) = self.memory() {
+            if fs.weight > 0.0 {
+                let patches: Vec<Tensor<3>> = vision
+                    .taps
+                    .iter()
+                    .map(|t| t.clone().narrow(1, 1, grid * grid))
+                    .collect();
+                let mut few = memory.grid_map(&patches).ok_or_else(no_taps)?;
+                if fs.normalize {
+                    few = few.div_scalar(memory.meta().scale);
+                }
+                total = total.mul_scalar(1.0 - fs.weight) + few.mul_scalar(fs.weight);
+            }
+        }
+        let maps = maps::upsample_grid(total, grid, size);
         Ok(Run {
             probs,
             maps,

@@ -92,6 +92,17 @@ fn load_mask(sample: &Sample, width: u32, height: u32) -> Result<Vec<bool>> {
 pub fn evaluate(
     detector: &Detector,
     data: &Dataset,
+    progress: impl FnMut(&Sample),
+) -> Result<EvalReport> {
+    evaluate_with(detector, data, |_| Ok(()), progress)
+}
+
+/// [`evaluate`], with `before` run before each category (few-shot mode sets that
+/// category's reference memory there).
+pub fn evaluate_with(
+    detector: &Detector,
+    data: &Dataset,
+    mut before: impl FnMut(&str) -> Result<()>,
     mut progress: impl FnMut(&Sample),
 ) -> Result<EvalReport> {
     let start = web_time::Instant::now();
@@ -104,6 +115,7 @@ pub fn evaluate(
             .filter(|s| s.category == category && s.split == Split::Test)
             .collect();
         if !test.is_empty() {
+            before(&category)?;
             let m = evaluate_category(detector, &category, &test, &mut scores, &mut progress)?;
             categories.push(m);
         }
@@ -174,7 +186,7 @@ fn evaluate_category(
 }
 
 /// The mean of each metric over the categories where it is defined.
-fn mean_metrics(categories: &[CategoryMetrics]) -> CategoryMetrics {
+pub(crate) fn mean_metrics(categories: &[CategoryMetrics]) -> CategoryMetrics {
     let mean_of = |f: fn(&CategoryMetrics) -> Option<f64>| {
         let v: Vec<f64> = categories.iter().filter_map(f).collect();
         (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod checkpoint;
 pub mod dataset;
 pub mod evaluate;
+pub mod few_shot;
 pub mod fit;
 pub mod knowledge;
 pub mod llm;
