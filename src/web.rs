@@ -21,9 +21,11 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::clip::preprocess::{MAX_PIXELS, decode_image};
 use crate::detect::bundle::Manifest;
-use crate::detect::{Detection, Detector, JsDetection, calibration_rule};
+use crate::detect::memory::{FewShot, ReferenceImage, ReferenceMemory};
+use crate::detect::{Detection, Detector, JsDetection, MemoryOptions, calibration_rule};
 use crate::device::{BackendKind, device};
 use crate::error::Error;
+use crate::tensor_io::sha256_hex;
 
 #[wasm_bindgen(start)]
 /// Runs when the module is instantiated: panics go to the console with their message.
@@ -126,25 +128,109 @@ impl WebDetector {
     /// Detect on RGBA pixels (`width × height × 4` bytes, as `ImageData` holds them).
     #[wasm_bindgen(js_name = detectRgba)]
     pub fn detect_rgba(&self, rgba: Vec<u8>, width: u32, height: u32) -> Promise {
-        let pixels = u64::from(width) * u64::from(height);
-        let problem = if width == 0 || height == 0 {
-            Some(format!("the image is {width}×{height} pixels"))
-        } else if pixels > MAX_PIXELS {
-            Some(format!(
-                "{width}×{height} is over the {MAX_PIXELS}-pixel limit"
-            ))
-        } else if rgba.len() as u64 != pixels * 4 {
-            Some(format!("{} bytes for {width}×{height} RGBA", rgba.len()))
-        } else {
-            None
+        match rgba_image(rgba, width, height) {
+            Ok(img) => self.run(img),
+            Err(p) => Promise::reject(&JsError::new(&p).into()),
+        }
+    }
+
+    /// Few-shot mode: build a reference memory from known-good images and use it from now
+    /// on. `images` holds, per image, a `Uint8Array` (an encoded file) or an
+    /// `{ rgba, width, height }` object; `names` names each. An image that cannot be read
+    /// is named in `skipped` and left out; none readable is an error. `weight` is λ.
+    /// Resolves to the memory's description ([`ReferenceInfo`]).
+    #[wasm_bindgen(js_name = setReference)]
+    pub fn set_reference(&self, images: js_sys::Array, names: Vec<String>, weight: f64) -> Promise {
+        let fusion = FewShot {
+            weight,
+            ..FewShot::default()
         };
-        if let Some(p) = problem {
-            return Promise::reject(&JsError::new(&p).into());
+        if let Err(e) = fusion.validate() {
+            return Promise::reject(&js_err(e).into());
         }
-        match RgbaImage::from_raw(width, height, rgba) {
-            Some(img) => self.run(DynamicImage::ImageRgba8(img)),
-            None => Promise::reject(&JsError::new("bad RGBA buffer").into()),
+        if names.len() as u32 != images.length() {
+            return Promise::reject(&JsError::new("one name per reference image").into());
         }
+        let (mut decoded, mut sources, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+        for (item, name) in images.iter().zip(names) {
+            match reference_image(&item) {
+                Ok((image, sha256)) => {
+                    decoded.push(image);
+                    sources.push(ReferenceImage { name, sha256 });
+                }
+                Err(error) => skipped.push(Skipped { name, error }),
+            }
+        }
+        let detector = self.inner.clone();
+        future_to_promise(async move {
+            if decoded.is_empty() {
+                let why = skipped
+                    .iter()
+                    .map(|s| format!("{}: {}", s.name, s.error))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return Err(JsError::new(&format!(
+                    "no reference image could be read{}{why}",
+                    if why.is_empty() { "" } else { ": " }
+                ))
+                .into());
+            }
+            let memory = detector
+                .build_memory_async(&decoded, sources, MemoryOptions::default())
+                .await
+                .map_err(|e| JsValue::from(js_err(e)))?;
+            detector
+                .set_memory(memory, fusion)
+                .map_err(|e| JsValue::from(js_err(e)))?;
+            reference_info(&detector, skipped).map_err(JsValue::from)
+        })
+    }
+
+    /// The memory in force ([`ReferenceInfo`]), or `null` in zero-shot mode.
+    #[wasm_bindgen(js_name = referenceInfo)]
+    pub fn reference_info(&self) -> Result<JsValue, JsError> {
+        reference_info(&self.inner, Vec::new())
+    }
+
+    /// Back to zero-shot detection.
+    #[wasm_bindgen(js_name = clearReference)]
+    pub fn clear_reference(&self) {
+        self.inner.clear_memory();
+    }
+
+    /// λ of the memory in force, in [0, 1].
+    #[wasm_bindgen(js_name = setFewShotWeight)]
+    pub fn set_few_shot_weight(&self, weight: f64) -> Result<(), JsError> {
+        self.inner
+            .set_few_shot(FewShot {
+                weight,
+                ..FewShot::default()
+            })
+            .map_err(js_err)
+    }
+
+    /// The memory in force as a memory file's bytes (the format `kanoclip reference build`
+    /// writes), for an app to keep, e.g. in IndexedDB.
+    #[wasm_bindgen(js_name = exportReference)]
+    pub fn export_reference(&self) -> Result<Vec<u8>, JsError> {
+        let (memory, _) = self
+            .inner
+            .memory()
+            .ok_or_else(|| JsError::new("there is no reference memory to export"))?;
+        memory.to_bytes().map_err(js_err)
+    }
+
+    /// Use a memory file's bytes (from [`Self::export_reference`] or `kanoclip reference
+    /// build`) with λ `weight`. A memory for another model is refused.
+    #[wasm_bindgen(js_name = importReference)]
+    pub fn import_reference(&self, bytes: Vec<u8>, weight: f64) -> Result<JsValue, JsError> {
+        let fusion = FewShot {
+            weight,
+            ..FewShot::default()
+        };
+        let memory = ReferenceMemory::from_bytes(&bytes, &self.inner.device()).map_err(js_err)?;
+        self.inner.set_memory(memory, fusion).map_err(js_err)?;
+        reference_info(&self.inner, Vec::new())
     }
 
     fn run(&self, image: DynamicImage) -> Promise {
@@ -163,6 +249,94 @@ impl WebDetector {
             to_js(&d, &backend, total).map_err(JsValue::from)
         })
     }
+}
+
+/// A reference image that could not be used.
+#[derive(serde::Serialize)]
+struct Skipped {
+    name: String,
+    error: String,
+}
+
+/// What the page learns about the reference memory in force.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReferenceInfo {
+    /// Reference images in the memory.
+    count: usize,
+    /// Their names.
+    names: Vec<String>,
+    /// Bytes on the device.
+    bytes: u64,
+    /// Tokens per tap.
+    rows: Vec<usize>,
+    /// λ.
+    weight: f64,
+    /// Images left out, with why.
+    skipped: Vec<Skipped>,
+}
+
+fn reference_info(detector: &Detector, skipped: Vec<Skipped>) -> Result<JsValue, JsError> {
+    let Some((memory, fusion)) = detector.memory() else {
+        return Ok(JsValue::NULL);
+    };
+    let m = memory.meta();
+    let info = ReferenceInfo {
+        count: m.images.len(),
+        names: m.images.iter().map(|i| i.name.clone()).collect(),
+        bytes: m.bytes(),
+        rows: m.rows.clone(),
+        weight: fusion.weight,
+        skipped,
+    };
+    serde_wasm_bindgen::to_value(&info)
+        .map_err(|e| JsError::new(&format!("cannot describe the reference memory: {e}")))
+}
+
+/// RGBA pixels as an image, with the size checks of `detectRgba`.
+fn rgba_image(rgba: Vec<u8>, width: u32, height: u32) -> Result<DynamicImage, String> {
+    let pixels = u64::from(width) * u64::from(height);
+    if width == 0 || height == 0 {
+        return Err(format!("the image is {width}×{height} pixels"));
+    }
+    if pixels > MAX_PIXELS {
+        return Err(format!(
+            "{width}×{height} is over the {MAX_PIXELS}-pixel limit"
+        ));
+    }
+    if rgba.len() as u64 != pixels * 4 {
+        return Err(format!("{} bytes for {width}×{height} RGBA", rgba.len()));
+    }
+    RgbaImage::from_raw(width, height, rgba)
+        .map(DynamicImage::ImageRgba8)
+        .ok_or_else(|| "bad RGBA buffer".into())
+}
+
+/// One reference: a `Uint8Array` file or an `{ rgba, width, height }` object, with the
+/// SHA-256 of its bytes.
+fn reference_image(item: &JsValue) -> Result<(DynamicImage, String), String> {
+    if let Some(bytes) = item.dyn_ref::<js_sys::Uint8Array>() {
+        let bytes = bytes.to_vec();
+        let sha = sha256_hex(&bytes);
+        return decode_image(&bytes)
+            .map(|i| (i, sha))
+            .map_err(|e| e.to_string());
+    }
+    let field = |k: &str| Reflect::get(item, &JsValue::from_str(k)).ok();
+    let rgba = field("rgba")
+        .and_then(|v| v.dyn_into::<js_sys::Uint8Array>().ok())
+        .ok_or("a reference is neither an encoded file nor RGBA pixels")?
+        .to_vec();
+    let dim = |k: &str| {
+        field(k)
+            .and_then(|v| v.as_f64())
+            .filter(|v| v.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(v))
+            .map(|v| v as u32)
+            .ok_or(format!("the reference's {k} is not a whole number"))
+    };
+    let (width, height) = (dim("width")?, dim("height")?);
+    let sha = sha256_hex(&rgba);
+    rgba_image(rgba, width, height).map(|i| (i, sha))
 }
 
 /// The calibration rule (`max(mean + 3·std, max + 1e-4)` over normal images' scores).

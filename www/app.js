@@ -8,7 +8,8 @@ const MODEL = params.get('model') || 'model/manifest.json';
 const SAMPLES = ['good', 'crack', 'colour'].map((n) => `samples/hazelnut_toy/${n}.jpg`);
 
 let detector = null;
-let last = null; // { result, bitmap }
+let last = null; // { result, source, input }
+let referenceFiles = null; // the known-good images in force, re-applied after a reload
 let busy = Promise.resolve();
 
 function fail(e) {
@@ -40,6 +41,7 @@ async function load(backend) {
   $('threshold').value = String(detector.threshold);
   $('threshold-value').textContent = detector.threshold.toFixed(3);
   window.kanoclipDemo.loadMs = performance.now() - t0;
+  if (referenceFiles) await applyReferences(referenceFiles, false);
   return detector;
 }
 
@@ -79,7 +81,7 @@ async function inspect(blob) {
         source = await createImageBitmap(new ImageData(result.width, result.height));
       }
       last?.source.close?.();
-      last = { result, source };
+      last = { result, source, input: blob };
       show(result);
       await draw();
       return result;
@@ -103,6 +105,37 @@ async function inspectCanvas(canvas) {
   } catch (e) {
     fail(e);
   }
+}
+
+/** Few-shot mode: build the memory of `files` (and calibrate on them when asked). */
+async function applyReferences(files, calibrate) {
+  const status = $('references-status');
+  const weight = Number($('few-shot-weight').value);
+  const info = await detector.setReference(files, {
+    weight,
+    onProgress: (p) => {
+      status.textContent = p.loaded < p.total ? `Reading known-good image ${p.loaded} of ${p.total - 1}…` : 'Building the memory…';
+    },
+  });
+  referenceFiles = files;
+  let text = `${info.count} known-good image${info.count === 1 ? '' : 's'} in use ` +
+    `(${(info.bytes / 1e6).toFixed(1)} MB memory).`;
+  if (info.skipped.length) text += ` Skipped ${info.skipped.length}: ${info.skipped.map((s) => `${s.name} (${s.error})`).join('; ')}.`;
+  if (calibrate) {
+    const cal = await detector.calibrate(files.filter((f) => !info.skipped.some((s) => s.name === f.name)));
+    $('threshold').value = String(cal.threshold);
+    $('threshold-value').textContent = cal.threshold.toFixed(3);
+    const max = Math.max(...cal.scores);
+    text += ` Threshold set to ${cal.threshold.toFixed(3)}: the highest of their scores is ${max.toFixed(3)}, ` +
+      'and the threshold is three standard deviations above their mean, never at or below one of them.';
+  }
+  status.textContent = text;
+  $('clear-references').disabled = false;
+  return info;
+}
+
+async function rerun() {
+  if (last?.input) await inspect(last.input);
 }
 
 function setup() {
@@ -141,7 +174,47 @@ function setup() {
     await detector?.setThreshold(t);
     if (last) show(last.result);
   });
-  $('backend').addEventListener('change', () => load($('backend').value).catch(fail));
+  $('backend').addEventListener('change', async () => {
+    try {
+      const t = detector?.threshold;
+      await load($('backend').value);
+      if (t !== undefined) {
+        await detector.setThreshold(t);
+        $('threshold').value = String(t);
+        $('threshold-value').textContent = t.toFixed(3);
+      }
+      await rerun();
+    } catch (e) {
+      fail(e);
+    }
+  });
+  $('references').addEventListener('change', async (e) => {
+    const files = [...(e.target.files || [])];
+    if (!files.length) return;
+    $('error').textContent = '';
+    try {
+      await applyReferences(files, $('calibrate-refs').checked);
+      await rerun();
+    } catch (err) {
+      fail(err);
+    }
+  });
+  $('few-shot-weight').addEventListener('input', async () => {
+    const w = Number($('few-shot-weight').value);
+    $('few-shot-weight-value').textContent = w.toFixed(2);
+    if (detector?.reference) {
+      await detector.setFewShotWeight(w);
+      await rerun();
+    }
+  });
+  $('clear-references').addEventListener('click', async () => {
+    await detector.clearReference();
+    referenceFiles = null;
+    $('references-status').textContent = 'None: zero-shot mode.';
+    $('clear-references').disabled = true;
+    $('references').value = '';
+    await rerun();
+  });
   $('camera').addEventListener('click', async () => {
     try {
       const stream = await navigator.mediaDevices.getUserMedia({ video: true });
@@ -178,6 +251,7 @@ function setup() {
 
 window.kanoclipDemo = {
   inspect,
+  applyReferences,
   detector: () => detector,
   lastResult: () => last?.result ?? null,
   loadMs: null,

@@ -92,6 +92,29 @@ export function createEngine(post: (r: Reply, transfer?: Transferable[]) => void
         case 'calibrate':
           post({ id, type: 'ok', value: m.calibrationThreshold(new Float64Array(req.scores)) });
           return;
+        case 'reference': {
+          post({ id, type: 'ok', value: await need(detector).setReference(req.items, req.names, req.weight) });
+          return;
+        }
+        case 'referenceInfo':
+          post({ id, type: 'ok', value: need(detector).referenceInfo() });
+          return;
+        case 'clearReference':
+          need(detector).clearReference();
+          post({ id, type: 'ok', value: null });
+          return;
+        case 'exportReference': {
+          const bytes = need(detector).exportReference();
+          post({ id, type: 'ok', value: bytes }, [bytes.buffer]);
+          return;
+        }
+        case 'importReference':
+          post({ id, type: 'ok', value: need(detector).importReference(req.bytes, req.weight) });
+          return;
+        case 'fewShotWeight':
+          need(detector).setFewShotWeight(req.value);
+          post({ id, type: 'ok', value: null });
+          return;
         case 'panic':
           m.debugPanic();
           return;

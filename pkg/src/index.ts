@@ -3,10 +3,21 @@
 // anywhere. Inference runs in a Web Worker by default, one request at a time.
 
 import { createEngine } from './engine.js';
-import type { BackendChoice, Progress, Ready, Reply, Request, RequestBody, Stats } from './protocol.js';
+import type {
+  BackendChoice,
+  Payload,
+  Progress,
+  Ready,
+  ReferenceInfo,
+  ReferenceItem,
+  Reply,
+  Request,
+  RequestBody,
+  Stats,
+} from './protocol.js';
 import { turbo } from './turbo.js';
 
-export type { BackendChoice, Progress, Stats } from './protocol.js';
+export type { BackendChoice, Progress, ReferenceInfo, Stats } from './protocol.js';
 export { CACHE_NAME } from './weights.js';
 
 export type ImageInput =
@@ -97,6 +108,9 @@ export class Detector {
   #threshold = 0.5;
   /** A threshold set by the user, kept across restarts. */
   #override: number | null = null;
+  /** The reference memory in force (its file's bytes and λ), restored after a restart. */
+  #memory: { bytes: Uint8Array; weight: number } | null = null;
+  #reference: ReferenceInfo | null = null;
 
   private constructor(options: DetectorOptions) {
     this.#options = {
@@ -144,6 +158,10 @@ export class Detector {
     )) as Ready;
     // A restarted engine keeps the threshold the user set.
     if (this.#override !== null) await this.#request({ type: 'threshold', value: this.#override }, []);
+    if (this.#memory) {
+      const bytes = this.#memory.bytes.slice();
+      await this.#request({ type: 'importReference', bytes, weight: this.#memory.weight }, [bytes.buffer]);
+    }
     this.#threshold = this.#override ?? this.#ready.threshold;
     this.#needsRestart = false;
   }
@@ -246,6 +264,100 @@ export class Detector {
     return { threshold, scores };
   }
 
+  /**
+   * Few-shot mode: known-good images whose patch features sharpen the maps from now on
+   * (spec §10). An image that cannot be read is named in `skipped` and left out; none
+   * readable rejects. `weight` is λ in [0, 1] (1: the few-shot map alone). Progress
+   * reports phase `reference`: images read, then the memory built.
+   *
+   * @example
+   * const info = await detector.setReference([good1, good2, good3, good4]);
+   * console.log(`${info.count} references, ${info.bytes} bytes`);
+   */
+  async setReference(
+    images: ImageInput[],
+    options: { weight?: number; names?: string[]; onProgress?: (p: Progress) => void } = {},
+  ): Promise<ReferenceInfo> {
+    if (!Array.isArray(images) || images.length === 0) {
+      throw new Error('kanoclip: setReference needs at least one known-good image');
+    }
+    const weight = options.weight ?? 0.5;
+    if (!(weight >= 0 && weight <= 1)) throw new Error(`kanoclip: the few-shot weight ${weight} is not in [0, 1]`);
+    const names = options.names ?? images.map((img, i) => (img instanceof File ? img.name : `reference ${i + 1}`));
+    if (names.length !== images.length) throw new Error('kanoclip: one name per reference image');
+    const total = images.length + 1;
+    const items: ReferenceItem[] = [];
+    const keep: string[] = [];
+    const unreadable: { name: string; error: string }[] = [];
+    for (let i = 0; i < images.length; i++) {
+      try {
+        const p = await toPayload(images[i]);
+        items.push(p.type === 'encoded' ? p.bytes : { rgba: p.rgba, width: p.width, height: p.height });
+        keep.push(names[i]);
+      } catch (e) {
+        unreadable.push({ name: names[i], error: e instanceof Error ? e.message : String(e) });
+      }
+      options.onProgress?.({ phase: 'reference', loaded: i + 1, total, cached: false });
+    }
+    const transfer = items.map((it) => (it instanceof Uint8Array ? it.buffer : it.rgba.buffer));
+    const info = (await this.#enqueue(() =>
+      this.#request({ type: 'reference', items, names: keep, weight }, transfer),
+    )) as ReferenceInfo;
+    info.skipped = [...unreadable, ...info.skipped];
+    options.onProgress?.({ phase: 'reference', loaded: total, total, cached: false });
+    await this.#keepMemory(weight);
+    this.#reference = info;
+    return info;
+  }
+
+  /** The reference memory in force (count, names, bytes, λ), or null in zero-shot mode. */
+  get reference(): ReferenceInfo | null {
+    return this.#reference;
+  }
+
+  /** Back to zero-shot detection. */
+  async clearReference(): Promise<void> {
+    await this.#enqueue(() => this.#request({ type: 'clearReference' }, []));
+    this.#memory = null;
+    this.#reference = null;
+  }
+
+  /** λ of the memory in force, in [0, 1]. */
+  async setFewShotWeight(weight: number): Promise<void> {
+    if (!(weight >= 0 && weight <= 1)) throw new Error(`kanoclip: the few-shot weight ${weight} is not in [0, 1]`);
+    await this.#enqueue(() => this.#request({ type: 'fewShotWeight', value: weight }, []));
+    if (this.#memory) this.#memory.weight = weight;
+    if (this.#reference) this.#reference = { ...this.#reference, weight };
+  }
+
+  /**
+   * The memory in force as bytes (a `kanoclip reference build` memory file), for an app
+   * to keep, for instance in IndexedDB, and give back to `importReference`.
+   */
+  async exportReference(): Promise<Uint8Array> {
+    if (!this.#memory) throw new Error('kanoclip: there is no reference memory to export');
+    return this.#memory.bytes.slice();
+  }
+
+  /** Use memory bytes from `exportReference` or `kanoclip reference build`. */
+  async importReference(bytes: Uint8Array, options: { weight?: number } = {}): Promise<ReferenceInfo> {
+    const weight = options.weight ?? 0.5;
+    if (!(bytes instanceof Uint8Array)) throw new Error('kanoclip: importReference takes a Uint8Array');
+    const copy = bytes.slice();
+    const info = (await this.#enqueue(() =>
+      this.#request({ type: 'importReference', bytes: copy, weight }, [copy.buffer]),
+    )) as ReferenceInfo;
+    await this.#keepMemory(weight);
+    this.#reference = info;
+    return info;
+  }
+
+  /** Keep the engine's memory bytes on the page, so a restarted engine gets it back. */
+  async #keepMemory(weight: number): Promise<void> {
+    const bytes = (await this.#enqueue(() => this.#request({ type: 'exportReference' }, []))) as Uint8Array;
+    this.#memory = { bytes, weight };
+  }
+
   /** Stop the worker and free the model. Pending and later calls reject. */
   dispose(): void {
     if (this.#disposed) return;
@@ -269,10 +381,6 @@ export class Detector {
 export function createDetector(options: DetectorOptions): Promise<Detector> {
   return Detector.create(options);
 }
-
-type Payload =
-  | { type: 'encoded'; bytes: Uint8Array }
-  | { type: 'rgba'; rgba: Uint8Array; width: number; height: number };
 
 function rgbaOf(source: CanvasImageSource, width: number, height: number): Payload {
   if (!(width > 0 && height > 0)) throw new Error(`the image is ${width}×${height} pixels`);

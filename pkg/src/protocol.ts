@@ -3,12 +3,39 @@
 export type BackendChoice = 'webgpu' | 'cpu' | 'auto';
 
 export interface Progress {
-  /** `manifest`, `weights` (downloading or reading the cache) or `start` (building the model). */
-  phase: 'manifest' | 'weights' | 'start';
+  /**
+   * `manifest`, `weights` (downloading or reading the cache), `start` (building the model),
+   * or `reference` (reading known-good images, then building their memory).
+   */
+  phase: 'manifest' | 'weights' | 'start' | 'reference';
   loaded: number;
   total: number;
   /** Whether the weights came from Cache Storage. */
   cached: boolean;
+}
+
+/** One image for the engine: an encoded file, or RGBA pixels. */
+export type Payload =
+  | { type: 'encoded'; bytes: Uint8Array }
+  | { type: 'rgba'; rgba: Uint8Array; width: number; height: number };
+
+/** What the engine sends for each reference image: the file's bytes or the pixels. */
+export type ReferenceItem = Uint8Array | { rgba: Uint8Array; width: number; height: number };
+
+/** The reference memory in force (few-shot mode). */
+export interface ReferenceInfo {
+  /** Reference images in the memory. */
+  count: number;
+  /** Their names. */
+  names: string[];
+  /** The memory's size in bytes. */
+  bytes: number;
+  /** Tokens kept per tap. */
+  rows: number[];
+  /** λ: the few-shot map's weight in the fused map. */
+  weight: number;
+  /** Images that could not be read, with why (only from `setReference`). */
+  skipped: { name: string; error: string }[];
 }
 
 export type Request =
@@ -17,6 +44,12 @@ export type Request =
   | { id: number; type: 'rgba'; rgba: Uint8Array; width: number; height: number }
   | { id: number; type: 'threshold'; value: number }
   | { id: number; type: 'calibrate'; scores: number[] }
+  | { id: number; type: 'reference'; items: ReferenceItem[]; names: string[]; weight: number }
+  | { id: number; type: 'referenceInfo' }
+  | { id: number; type: 'clearReference' }
+  | { id: number; type: 'exportReference' }
+  | { id: number; type: 'importReference'; bytes: Uint8Array; weight: number }
+  | { id: number; type: 'fewShotWeight'; value: number }
   | { id: number; type: 'panic' }
   | { id: number; type: 'stats' };
 

@@ -81,3 +81,15 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_are_consistent() {
+        // clap checks names, conflicts and defaults only in debug builds; the tests run in
+        // release, so check here.
+        super::Cli::command().debug_assert();
+    }
+}

@@ -314,19 +314,19 @@ impl Detector {
         let probs = softmax(scores.global_logits, 1);
         let no_taps = || Error::Invalid("no taps".into());
         let mut total = maps::zero_shot_grid(&scores.local).ok_or_else(no_taps)?;
-        if let Some((memory, fs)) = self.memory() {
-            if fs.weight > 0.0 {
-                let patches: Vec<Tensor<3>> = vision
-                    .taps
-                    .iter()
-                    .map(|t| t.clone().narrow(1, 1, grid * grid))
-                    .collect();
-                let mut few = memory.grid_map(&patches).ok_or_else(no_taps)?;
-                if fs.normalize {
-                    few = few.div_scalar(memory.meta().scale);
-                }
-                total = total.mul_scalar(1.0 - fs.weight) + few.mul_scalar(fs.weight);
+        if let Some((memory, fs)) = self.memory()
+            && fs.weight > 0.0
+        {
+            let patches: Vec<Tensor<3>> = vision
+                .taps
+                .iter()
+                .map(|t| t.clone().narrow(1, 1, grid * grid))
+                .collect();
+            let mut few = memory.grid_map(&patches).ok_or_else(no_taps)?;
+            if fs.normalize {
+                few = few.div_scalar(memory.meta().scale);
             }
+            total = total.mul_scalar(1.0 - fs.weight) + few.mul_scalar(fs.weight);
         }
         let maps = maps::upsample_grid(total, grid, size);
         Ok(Run {

@@ -21,22 +21,13 @@ use crate::tensor_io::{to_vec, to_vec_async};
 const BATCH: usize = 8;
 
 /// How a memory is built.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoryOptions {
     /// The most tokens kept per tap; above it, greedy coreset selection reduces the
     /// memory to this size. `None`: 16 images' worth (16 · grid²).
     pub max_rows: Option<usize>,
     /// Seed of the coreset's projection and first pick.
     pub seed: u64,
-}
-
-impl Default for MemoryOptions {
-    fn default() -> Self {
-        MemoryOptions {
-            max_rows: None,
-            seed: 0,
-        }
-    }
 }
 
 /// The memory's tokens and the references' leave-one-out map, queued on the device.

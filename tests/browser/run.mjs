@@ -123,6 +123,53 @@ for (const backend of ['cpu', 'webgpu']) {
   }
 }
 
+const REFS = [0, 1, 2].map((i) => readFileSync(join(ROOT, `tests/fixtures/images/fewshot_ref_${i}.png`)).toString('base64'));
+for (const backend of ['cpu', 'webgpu']) {
+  await test(`${backend}: few-shot setReference equals native --reference; export, clear, import; bad references`, async () => {
+    const { page, errors } = await openDemo(ctx, origin, { backend, model: 'model-free32/manifest.json' });
+    const r = await page.evaluate(async (refs) => {
+      const d = window.kanoclipDemo.detector();
+      const blobs = refs.map((b64) => new Blob([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], { type: 'image/png' }));
+      const broken = new Blob([new Uint8Array([0x89, 0x50, 0x4e, 0x47, 1, 2, 3])]);
+      const phases = [];
+      const info = await d.setReference([...blobs, broken], {
+        names: ['ref0', 'ref1', 'ref2', 'broken.png'], onProgress: (p) => phases.push(p.loaded),
+      });
+      const exported = await d.exportReference();
+      const reject = async (f) => { try { await f(); return null; } catch (e) { return e.message; } };
+      const none = await reject(() => d.setReference([]));
+      const allBad = await reject(() => d.setReference([broken]));
+      const badWeight = await reject(() => d.setFewShotWeight(2));
+      const junk = await reject(() => d.importReference(exported.slice(0, 100)));
+      return { info, phases, exportedBytes: exported.length, none, allBad, badWeight, junk, still: d.reference?.count };
+    }, REFS);
+    assert(r.info.count === 3 && r.info.skipped.length === 1 && r.info.skipped[0].name === 'broken.png',
+      `reference info: ${JSON.stringify(r.info)}`);
+    assert(r.phases.length >= 4, `progress: ${r.phases}`);
+    assert(r.none && r.allBad && /broken/.test(r.allBad) && /\[0, 1\]/.test(r.badWeight) && r.junk, `bad references: ${JSON.stringify(r)}`);
+    assert(r.still === 3, 'a refused call dropped the memory in force');
+    const few = await detectSamples(page);
+    const worst = compare(few, native('fewshot'), `${backend}/few-shot`);
+    measures[`max |browser − native| ${backend} few-shot`] = worst;
+    measures[`reference memory bytes (tiny, k = 3), exported file bytes`] = [r.info.bytes, r.exportedBytes];
+    // Cleared: zero-shot again. Imported from the exported bytes: few-shot again.
+    await page.evaluate(() => window.kanoclipDemo.detector().clearReference());
+    compare(await detectSamples(page), native('free'), `${backend}/cleared`);
+    // Re-import the k = 3 memory built above, through the page's own API.
+    await page.evaluate(async (refs) => {
+      const d = window.kanoclipDemo.detector();
+      const blobs = refs.map((b64) => new Blob([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))]));
+      await d.setReference(blobs);
+      const bytes = await d.exportReference();
+      await d.clearReference();
+      await d.importReference(bytes);
+    }, REFS);
+    compare(await detectSamples(page), native('fewshot'), `${backend}/imported`);
+    assert(errors.length === 0, `page errors: ${errors}`);
+    await page.close();
+  });
+}
+
 await test('the page is usable by keyboard, labels every control, and keeps a screenshot', async () => {
   const { page, foreign } = await openDemo(ctx, origin);
   for (const id of ['file', 'opacity', 'threshold', 'backend']) {
