@@ -138,7 +138,7 @@ for (const backend of ['cpu', 'webgpu']) {
       const exported = await d.exportReference();
       const reject = async (f) => { try { await f(); return null; } catch (e) { return e.message; } };
       const none = await reject(() => d.setReference([]));
-      const allBad = await reject(() => d.setReference([broken]));
+      const allBad = await reject(() => d.setReference([broken], { names: ['broken.png'] }));
       const badWeight = await reject(() => d.setFewShotWeight(2));
       const junk = await reject(() => d.importReference(exported.slice(0, 100)));
       return { info, phases, exportedBytes: exported.length, none, allBad, badWeight, junk, still: d.reference?.count };
