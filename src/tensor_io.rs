@@ -148,6 +148,18 @@ impl<'a> WeightReader<'a> {
         Some(hex(&hash.finalize()[..16]))
     }
 
+    /// The values of tensor `name` of `shape` on the host (a problem is recorded and an
+    /// empty vector returned). No device round trip: WebGPU cannot read back synchronously.
+    pub fn values(&mut self, name: &str, shape: &[usize]) -> Vec<f32> {
+        match self.read(name, shape) {
+            Ok(values) => values,
+            Err(problem) => {
+                self.problems.push(problem);
+                Vec::new()
+            }
+        }
+    }
+
     /// A scalar stored as shape `[]` or `[1]`.
     pub fn scalar(&mut self, name: &str) -> f32 {
         let shape = self

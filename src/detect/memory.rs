@@ -311,6 +311,8 @@ impl ReferenceMemory {
         meta.validate()?;
         let d = meta.backbone.embed_dim;
         let expected = meta.bytes() / 4;
+        // Host values straight from the file: no device round trip (WebGPU has no
+        // synchronous read-back).
         let host = read_weights(
             bytes,
             device,
@@ -318,13 +320,10 @@ impl ReferenceMemory {
             |_| false,
             |r| {
                 Ok((meta.rows.iter().enumerate())
-                    .map(|(i, &rows)| r.tensor::<2>(&format!("tap.{i}"), [rows, d]))
+                    .map(|(i, &rows)| r.values(&format!("tap.{i}"), &[rows, d]))
                     .collect::<Vec<_>>())
             },
-        )?
-        .into_iter()
-        .map(crate::tensor_io::to_vec)
-        .collect::<Result<Vec<_>>>()?;
+        )?;
         Self::from_host(meta, host, device)
     }
 }

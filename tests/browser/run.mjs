@@ -151,6 +151,7 @@ for (const backend of ['cpu', 'webgpu']) {
     const few = await detectSamples(page);
     const worst = compare(few, native('fewshot'), `${backend}/few-shot`);
     measures[`max |browser − native| ${backend} few-shot`] = worst;
+    measures[`detect ms (tiny model, ${backend}, few-shot k = 3)`] = SAMPLES.map((s) => Math.round(few[s].ms));
     measures[`reference memory bytes (tiny, k = 3), exported file bytes`] = [r.info.bytes, r.exportedBytes];
     // Cleared: zero-shot again. Imported from the exported bytes: few-shot again.
     await page.evaluate(() => window.kanoclipDemo.detector().clearReference());
