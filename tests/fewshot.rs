@@ -288,7 +288,7 @@ fn bad_references_and_memory_files_get_typed_errors() {
         meta.insert("memory".into(), m.to_string());
         safetensors::serialize(st.tensors(), Some(meta)).unwrap()
     };
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    let cases: Vec<common::JsonEdit> = vec![
         (
             "no images",
             Box::new(|m| m["images"] = serde_json::json!([])),
