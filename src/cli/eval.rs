@@ -194,7 +194,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if let Some(f) = &few_shot {
         println!("{}", row(&f.std));
         let json = serde_json::to_vec_pretty(f).map_err(Error::from)?;
-        std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
         atomic::write(&args.out.join("few_shot.json"), &json)?;
     }
     println!("({:.2} images/s)", report.images_per_second);

@@ -1,7 +1,7 @@
 //! Few-shot mode on the command line: `--reference`/`--memory` for `detect`, and
 //! `kanoclip reference build`, which writes a memory file once for many runs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use image::DynamicImage;
@@ -9,10 +9,8 @@ use serde::Serialize;
 
 use super::detect::{collect, is_image_name};
 use super::model::ModelArgs;
-use crate::clip::preprocess::decode_image;
 use crate::detect::memory::{FewShot, ReferenceImage, ReferenceMemory};
 use crate::detect::{Detector, MemoryOptions};
-use crate::tensor_io::sha256_hex;
 use crate::{Error, Result, atomic};
 
 /// Few-shot options shared by `detect` and `reference build`.
@@ -161,13 +159,10 @@ pub fn build(
     let mut sources = Vec::with_capacity(files.len());
     let mut skipped = Vec::new();
     for file in &files {
-        match read(file) {
-            Ok((image, sha256)) => {
+        match ReferenceImage::read(file) {
+            Ok((image, record)) => {
                 images.push(image);
-                sources.push(ReferenceImage {
-                    name: file.display().to_string(),
-                    sha256,
-                });
+                sources.push(record);
             }
             Err(e) => skipped.push(Skipped {
                 file: file.display().to_string(),
@@ -184,12 +179,6 @@ pub fn build(
     }
     let memory = detector.build_memory(&images, sources, options)?;
     Ok((memory, skipped))
-}
-
-fn read(file: &Path) -> Result<(DynamicImage, String)> {
-    let bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
-    let image = decode_image(&bytes).map_err(|e| e.in_file(file))?;
-    Ok((image, sha256_hex(&bytes)))
 }
 
 impl FewShotArgs {

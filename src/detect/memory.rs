@@ -83,6 +83,20 @@ pub struct ReferenceImage {
     pub sha256: String,
 }
 
+impl ReferenceImage {
+    /// Read and decode a reference file in one read: the image, and its record (the path
+    /// as name, the file's SHA-256).
+    pub fn read(path: &std::path::Path) -> Result<(image::DynamicImage, Self)> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let image = crate::clip::preprocess::decode_image(&bytes).map_err(|e| e.in_file(path))?;
+        let record = ReferenceImage {
+            name: path.display().to_string(),
+            sha256: crate::tensor_io::sha256_hex(&bytes),
+        };
+        Ok((image, record))
+    }
+}
+
 /// Everything in a memory file besides the tensors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

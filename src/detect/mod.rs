@@ -283,7 +283,7 @@ impl Detector {
     /// Pre-processing and the forward pass, queued on the device. With `sync` the device is
     /// waited on between stages so that each stage is timed on its own.
     fn forward(&self, images: &[DynamicImage], sync: bool) -> Result<Run> {
-        let device = self.vision.conv1.device();
+        let device = self.device();
         let size = self.config.input_size;
         let grid = size / self.vision.patch_size;
         let wait = || -> Result<()> {

@@ -135,7 +135,7 @@ impl Detector {
                 images.len()
             )));
         }
-        let device = self.vision.conv1.device();
+        let device = self.device();
         let size = self.config.input_size;
         let n = (size / self.vision.patch_size).pow(2);
         let vv = VvOptions {
@@ -187,6 +187,6 @@ impl Detector {
             rows,
             scale,
         };
-        ReferenceMemory::from_host(meta, host, &self.vision.conv1.device())
+        ReferenceMemory::from_host(meta, host, &self.device())
     }
 }

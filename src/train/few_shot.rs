@@ -8,11 +8,9 @@ use serde::Serialize;
 
 use super::dataset::{Dataset, Sample, Split};
 use super::evaluate::{CategoryMetrics, EvalReport, evaluate_with, mean_metrics};
-use crate::clip::preprocess::load_image;
 use crate::detect::memory::{FewShot, ReferenceImage};
 use crate::detect::{Detector, MemoryOptions};
 use crate::error::{Error, Result};
-use crate::tensor_io::sha256_hex;
 
 /// The protocol's settings.
 #[derive(Clone, Debug)]
@@ -84,12 +82,9 @@ pub fn evaluate_few_shot(
             let mut images = Vec::with_capacity(files.len());
             let mut sources = Vec::with_capacity(files.len());
             for f in &files {
-                let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
-                images.push(load_image(f)?);
-                sources.push(ReferenceImage {
-                    name: f.display().to_string(),
-                    sha256: sha256_hex(&bytes),
-                });
+                let (image, record) = ReferenceImage::read(f)?;
+                images.push(image);
+                sources.push(record);
             }
             let options = MemoryOptions {
                 seed,
