@@ -4,23 +4,15 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use crate::clip::is_vision_tensor;
 use crate::clip::{Clip, ClipConfig, Tokenizer};
-use crate::detect::bundle::{FORMAT, Manifest, Mode, chunk, convert_dtype};
+use crate::detect::bundle::{BundleInfo, StoreDtype, build};
 use crate::detect::{Detector, DetectorConfig};
-use crate::head::BackboneId;
 use crate::head::knowledge::Knowledge;
 use crate::{Error, Result, atomic};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Target {
     Web,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum StoreDtype {
-    F16,
-    F32,
 }
 
 #[derive(Args)]
@@ -37,6 +29,8 @@ pub struct ConvertArgs {
     /// `industrial` or `medical` (built in), or a knowledge file.
     #[arg(long, default_value = "industrial")]
     knowledge: String,
+    /// How tensors are stored: f16 (default), f32, or int8 (the blocks' matrices as
+    /// weight-only int8 with per-output-channel scales, the rest f16: about half of f16).
     #[arg(long, value_enum, default_value_t = StoreDtype::F16)]
     dtype: StoreDtype,
     /// Decision threshold (default: the head's, or 0.5).
@@ -58,49 +52,35 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     let cfg = ClipConfig::from_file(&args.clip_config)?;
     let weights = std::fs::read(&args.weights).map_err(|e| Error::io(&args.weights, e))?;
     let clip = Clip::from_safetensors(&cfg, &weights, &device)?;
-    let backbone = BackboneId::of(&clip);
     let tokenizer = Tokenizer::new()?;
-    let (detector, mode) = match &args.head {
-        Some(h) => (Detector::load(clip, h, &tokenizer)?, Mode::Trained),
+    let detector = match &args.head {
+        Some(h) => Detector::load(clip, h, &tokenizer)?,
         None => {
             let kb = Knowledge::parse(&args.knowledge).load()?;
-            let c = DetectorConfig::for_clip(&cfg);
-            (
-                Detector::training_free(clip, &kb, &tokenizer, c)?,
-                Mode::TrainingFree,
-            )
+            Detector::training_free(clip, &kb, &tokenizer, DetectorConfig::for_clip(&cfg))?
         }
     };
-    let d = cfg.embed_dim;
-    let text = crate::tensor_io::to_vec(detector.text_features().clone())?;
-    let f16 = matches!(args.dtype, StoreDtype::F16);
-    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
-    let mut files = Vec::new();
-    let vision = convert_dtype(&weights, f16, is_vision_tensor)?;
-    let mut parts = vec![chunk("vision", &vision)];
-    if let Some(h) = &args.head {
-        let bytes = std::fs::read(h).map_err(|e| Error::io(h, e))?;
-        parts.push(chunk("head", &convert_dtype(&bytes, f16, |_| true)?));
-    }
-    for (file, chunks) in parts {
-        for (path, bytes) in chunks {
-            atomic::write(&args.out.join(&path), &bytes)?;
-        }
-        files.push(file);
-    }
-    let manifest = Manifest {
-        format: FORMAT.into(),
+    let head = match &args.head {
+        Some(h) => Some(std::fs::read(h).map_err(|e| Error::io(h, e))?),
+        None => None,
+    };
+    let info = BundleInfo {
         name: args.name.clone(),
         notice: args.notice.clone(),
-        mode,
-        dtype: if f16 { "f16" } else { "f32" }.into(),
-        clip: cfg.clone(),
-        backbone,
-        threshold: args.threshold.unwrap_or(detector.threshold()),
-        detector: detector.config(),
-        text_features: text.chunks(d).map(<[f32]>::to_vec).collect(),
-        files,
+        threshold: args.threshold,
     };
+    let (manifest, chunks) = build(
+        &detector,
+        &cfg,
+        &weights,
+        head.as_deref(),
+        args.dtype,
+        &info,
+    )?;
+    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+    for (path, bytes) in &chunks {
+        atomic::write(&args.out.join(path), bytes)?;
+    }
     // Written last: a manifest only ever names chunks that are complete.
     let json = serde_json::to_vec_pretty(&manifest).map_err(Error::from)?;
     atomic::write(&args.out.join("manifest.json"), &json)?;
@@ -108,9 +88,9 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     eprintln!(
         "kanoclip: {} ({} files, {:.1} MB, {})",
         args.out.join("manifest.json").display(),
-        manifest.files.iter().map(|f| f.chunks.len()).sum::<usize>(),
+        chunks.len(),
         total as f64 / 1e6,
-        manifest.dtype
+        manifest.dtype.name()
     );
     Ok(())
 }

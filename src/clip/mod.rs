@@ -13,7 +13,6 @@ pub mod tokenizer;
 pub mod vision;
 
 pub use config::ClipConfig;
-#[cfg(feature = "cli")]
 pub(crate) use import::is_vision_tensor;
 pub use model::Clip;
 pub use tokenizer::Tokenizer;

@@ -227,6 +227,11 @@ impl Detector {
         self.head.as_ref()
     }
 
+    /// The backbone the image tower is.
+    pub fn backbone(&self) -> &BackboneId {
+        &self.backbone
+    }
+
     /// The state text features `[t_n; t_a]`.
     pub fn text_features(&self) -> &Tensor<2> {
         &self.text
