@@ -65,6 +65,7 @@ pub async fn devices(kind: BackendKind, count: usize) -> Result<Vec<Device>> {
         return Ok(vec![device(kind).await?]);
     }
     let mut out = Vec::with_capacity(count);
+    #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(unused_variables))]
     for i in 0..count {
         out.push(match kind {
             #[cfg(feature = "wgpu")]

@@ -2,8 +2,9 @@
 //!
 //! A caller can match on what went wrong: [`Error::Image`] (a bad image),
 //! [`Error::ImageTooLarge`], [`Error::WeightsMismatch`], [`Error::Incompatible`] (a head,
-//! bundle or memory built for another backbone or format), [`Error::BackendUnavailable`] and
-//! [`Error::Io`]. Errors about a named file come wrapped in [`Error::InFile`];
+//! bundle or memory built for another backbone or format), [`Error::Integrity`] (a file
+//! that is not the one its manifest names), [`Error::BackendUnavailable`] and
+//! [`Error::Io`]. [`Error::kind`] names the variant as a stable string. Errors about a named file come wrapped in [`Error::InFile`];
 //! [`Error::root`] looks through the wrapping.
 
 use std::path::PathBuf;
@@ -50,6 +51,9 @@ pub enum Error {
     /// A head file is unreadable or corrupt.
     #[error("invalid head file: {0}")]
     Head(String),
+    /// A downloaded or stored file is not the one its manifest names (size or SHA-256).
+    #[error("integrity check failed: {0}")]
+    Integrity(String),
     /// A head, bundle or other model file that is well formed but was made for another
     /// backbone, format version or detector settings than the one it meets.
     #[error("incompatible model file: {0}")]
@@ -110,6 +114,30 @@ impl Error {
                 path: path.into(),
                 source: Box::new(e),
             },
+        }
+    }
+
+    /// The variant's stable name (`"image-too-large"`, `"integrity"`…), looking through
+    /// [`Error::InFile`]: for reports, logs and the bad-input catalogue.
+    pub fn kind(&self) -> &'static str {
+        match self.root() {
+            Error::Io { .. } => "io",
+            Error::InFile { .. } => "in-file",
+            Error::Json(_) => "json",
+            Error::Config(_) => "config",
+            Error::WeightsFormat(_) => "weights-format",
+            Error::WeightsMismatch(_) => "weights-mismatch",
+            Error::Knowledge(_) => "knowledge",
+            Error::Head(_) => "head",
+            Error::Integrity(_) => "integrity",
+            Error::Incompatible(_) => "incompatible",
+            Error::Dataset(_) => "dataset",
+            Error::Image(_) => "image",
+            Error::TruncatedImage(_) => "truncated-image",
+            Error::ImageTooLarge { .. } => "image-too-large",
+            Error::Invalid(_) => "invalid",
+            Error::BackendUnavailable(_) => "backend-unavailable",
+            Error::Backend { .. } => "backend",
         }
     }
 

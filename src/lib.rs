@@ -49,6 +49,11 @@ pub mod web;
 #[doc(hidden)]
 pub mod cli;
 
+/// Entry points for the fuzz targets and the replay of their corpora.
+#[cfg(all(feature = "train", feature = "flex"))]
+#[doc(hidden)]
+pub mod fuzzing;
+
 #[cfg(test)]
 mod test_util;
 

@@ -12,6 +12,7 @@ use kanoclip::clip::preprocess::{
 };
 use kanoclip::clip::{Clip, ClipConfig};
 use kanoclip::device::{BackendKind, device};
+use std::path::Path;
 
 fn cpu() -> burn::prelude::Device {
     pollster::block_on(device(BackendKind::Cpu)).unwrap()
@@ -256,9 +257,9 @@ fn bad_images_are_refused_with_reasons() {
         } => {}
         e => panic!("want ImageTooLarge, got {e}"),
     }
-    is_image_err(decode_image(&png_header(0, 10)), "");
+    is_image_err(decode_image(&png_header(0, 10)), "empty (0×10)");
     let png = std::fs::read(fixture("images/tiny_quickgelu_0.png")).unwrap();
-    is_image_err(decode_image(&png[..png.len() / 2]), "");
+    is_image_err(decode_image(&png[..png.len() / 2]), "unexpected end");
     // A file's errors name the file and keep their variant underneath.
     let dir = std::env::temp_dir().join(format!("kanoclip-badimg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -518,5 +519,914 @@ fn configs_larger_than_the_budget_or_the_file_are_refused_first() {
             )
         }
         e => panic!("want WeightsMismatch, got {e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The catalogue: every class of bad input, each case pinned to its error kind
+// (`Error::kind`) and a piece of its reason. README.md's "Bad inputs" table is generated
+// from it (`KANOCLIP_BLESS=1 cargo test --release --test bad_input catalogue`) and checked
+// against it, so the documentation cannot drift from what the code does.
+
+type Case = (&'static str, &'static str, &'static str, &'static str, Run);
+type Run = Box<dyn Fn() -> kanoclip::Result<()>>;
+
+fn drop_ok<T>(r: kanoclip::Result<T>) -> kanoclip::Result<()> {
+    r.map(drop)
+}
+
+fn tiny_detector() -> kanoclip::detect::Detector {
+    use kanoclip::clip::Tokenizer;
+    use kanoclip::detect::{Detector, DetectorConfig};
+    use kanoclip::head::knowledge::Knowledge;
+    let clip = Clip::from_safetensors(&tiny_config(), &tiny_weights(), &cpu()).unwrap();
+    let kb = Knowledge::parse("industrial").load().unwrap();
+    let cfg = DetectorConfig::for_clip(&clip.config);
+    Detector::training_free(clip, &kb, &Tokenizer::new().unwrap(), cfg).unwrap()
+}
+
+/// The tiny model's bundle as `kanoclip convert --to web` writes it (made once): its
+/// folder and its manifest.
+fn tiny_bundle() -> &'static (PathBuf, serde_json::Value) {
+    static BUNDLE: std::sync::OnceLock<(PathBuf, serde_json::Value)> = std::sync::OnceLock::new();
+    BUNDLE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("kanoclip-bundle-{}", std::process::id()));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kanoclip"))
+            .args(["convert", "--to", "web", "--clip-config"])
+            .arg(fixture("tiny_quickgelu_config.json"))
+            .arg("--weights")
+            .arg(fixture("tiny_quickgelu.safetensors"))
+            .args(["--name", "tiny", "--out"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let m = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+        (dir, m)
+    })
+}
+
+use std::path::PathBuf;
+
+/// A manifest edited by `f`, parsed (and checked).
+fn manifest_case(f: impl Fn(&mut serde_json::Value) + 'static) -> Run {
+    Box::new(move || {
+        let mut m = tiny_bundle().1.clone();
+        f(&mut m);
+        drop_ok(kanoclip::detect::bundle::Manifest::from_json_str(
+            &m.to_string(),
+        ))
+    })
+}
+
+/// A copy of the bundle whose first chunk is edited by `f`, read natively.
+fn chunk_case(f: impl Fn(&mut Vec<u8>) + 'static) -> Run {
+    Box::new(move || {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let (pristine, m) = tiny_bundle();
+        let dir = pristine.with_extension(N.fetch_add(1, Ordering::SeqCst).to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in [
+            "manifest.json",
+            m["files"][0]["chunks"][0]["path"].as_str().unwrap(),
+        ] {
+            std::fs::copy(pristine.join(name), dir.join(name)).unwrap();
+        }
+        let chunk = dir.join(m["files"][0]["chunks"][0]["path"].as_str().unwrap());
+        let mut bytes = std::fs::read(&chunk).unwrap();
+        f(&mut bytes);
+        std::fs::write(&chunk, &bytes).unwrap();
+        let r = kanoclip::detect::bundle::Manifest::read(&dir.join("manifest.json"));
+        std::fs::remove_dir_all(dir).ok();
+        drop_ok(r)
+    })
+}
+
+fn config_case(f: impl Fn(&mut serde_json::Value) + 'static) -> Run {
+    Box::new(move || {
+        let text = std::fs::read_to_string(fixture("tiny_quickgelu_config.json")).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        f(&mut v);
+        drop_ok(ClipConfig::from_json_str(&v.to_string()))
+    })
+}
+
+fn settings_case(f: impl Fn(&mut kanoclip::detect::DetectorConfig) + 'static) -> Run {
+    Box::new(move || {
+        let mut c = kanoclip::detect::DetectorConfig::for_clip(&tiny_config());
+        f(&mut c);
+        c.validate(
+            tiny_config().vision.tower.layers,
+            tiny_config().vision.patch_size,
+        )
+    })
+}
+
+fn image_case(bytes: impl Fn() -> Vec<u8> + 'static) -> Run {
+    Box::new(move || drop_ok(decode_image(&bytes())))
+}
+
+fn weights_case(f: impl Fn(&mut Vec<u8>) + 'static) -> Run {
+    Box::new(move || {
+        let mut bytes = tiny_weights();
+        f(&mut bytes);
+        drop_ok(Clip::from_safetensors(&tiny_config(), &bytes, &cpu()))
+    })
+}
+
+fn head_case(f: impl Fn(&mut Vec<u8>) + 'static) -> Run {
+    Box::new(move || {
+        let clip = Clip::from_safetensors(&tiny_config(), &tiny_weights(), &cpu())?;
+        let backbone = kanoclip::head::BackboneId::of(&clip);
+        let mut bytes = std::fs::read(fixture("tiny_quickgelu_head.safetensors")).unwrap();
+        f(&mut bytes);
+        drop_ok(kanoclip::detect::head_file::load_head(
+            &bytes,
+            &backbone,
+            77,
+            &cpu(),
+        ))
+    })
+}
+
+/// A safetensors file with its metadata entry `key` replaced by `f(old)`.
+fn edit_meta(bytes: &[u8], key: &str, f: impl Fn(&str) -> String) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let old = header["__metadata__"][key].as_str().unwrap().to_string();
+    header["__metadata__"][key] = f(&old).into();
+    let mut text = header.to_string();
+    while !text.len().is_multiple_of(8) {
+        text.push(' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend(text.as_bytes());
+    out.extend(&bytes[8 + n..]);
+    out
+}
+
+fn json_edit(text: &str, f: impl Fn(&mut serde_json::Value)) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(text).unwrap();
+    f(&mut v);
+    v.to_string()
+}
+
+fn knowledge_case(f: impl Fn(&mut serde_json::Value) + 'static) -> Run {
+    Box::new(move || {
+        let text = std::fs::read_to_string(fixture("knowledge_small.json")).unwrap();
+        drop_ok(kanoclip::head::knowledge::KnowledgeBase::from_json_str(
+            &json_edit(&text, &f),
+        ))
+    })
+}
+
+fn rgba_case(width: u32, height: u32, len: usize) -> Run {
+    Box::new(move || {
+        drop_ok(kanoclip::clip::preprocess::rgba_image(
+            width,
+            height,
+            vec![0; len],
+        ))
+    })
+}
+
+fn catalogue() -> Vec<Case> {
+    let png = || std::fs::read(fixture("images/tiny_quickgelu_0.png")).unwrap();
+    let jpeg = || encoded(ImageFormat::Jpeg);
+    let cut = |b: Vec<u8>, keep: usize| b[..keep.min(b.len())].to_vec();
+    let sha = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let path = |p: &'static str| {
+        move |m: &mut serde_json::Value| m["files"][0]["chunks"][0]["path"] = p.into()
+    };
+    vec![
+        // Images.
+        (
+            "image-empty",
+            "a 0-byte image file",
+            "image",
+            "empty",
+            image_case(Vec::new),
+        ),
+        (
+            "image-text",
+            "a text file named .png",
+            "image",
+            "not a supported image format",
+            image_case(|| b"plain text".to_vec()),
+        ),
+        (
+            "image-svg",
+            "an SVG drawing",
+            "image",
+            "not a supported image format",
+            image_case(|| b"<svg xmlns='http://www.w3.org/2000/svg'/>".to_vec()),
+        ),
+        (
+            "image-huge-header",
+            "a 75-byte PNG claiming 60000x60000",
+            "image-too-large",
+            "over the limit",
+            image_case(|| png_header(60000, 60000)),
+        ),
+        (
+            "image-tall-header",
+            "a PNG claiming 1x100000001 (a 1-px line)",
+            "image-too-large",
+            "over the limit",
+            image_case(|| png_header(1, 100_000_001)),
+        ),
+        (
+            "image-zero-width",
+            "a PNG claiming 0x10",
+            "image",
+            "empty (0×10)",
+            image_case(|| png_header(0, 10)),
+        ),
+        (
+            "image-png-half",
+            "a PNG cut in half",
+            "image",
+            "unexpected end",
+            image_case(move || {
+                let b = png();
+                cut(b.clone(), b.len() / 2)
+            }),
+        ),
+        (
+            "image-png-no-iend",
+            "a PNG without its last 12 bytes",
+            "image",
+            "unexpected end",
+            image_case(move || {
+                let b = png();
+                cut(b.clone(), b.len() - 12)
+            }),
+        ),
+        (
+            "image-jpeg-no-eoi",
+            "a JPEG without its end-of-image marker",
+            "truncated-image",
+            "end-of-image",
+            image_case(move || {
+                let b = jpeg();
+                cut(b.clone(), b.len() - 2)
+            }),
+        ),
+        (
+            "image-jpeg-header-only",
+            "the first 300 bytes of a JPEG",
+            "image",
+            "unreadable header",
+            image_case(move || cut(jpeg(), 300)),
+        ),
+        (
+            "image-webp-cut",
+            "a WebP cut at three quarters",
+            "image",
+            "cannot decode",
+            image_case(|| {
+                let b = encoded(ImageFormat::WebP);
+                b[..b.len() * 3 / 4].to_vec()
+            }),
+        ),
+        (
+            "image-rgba-short",
+            "RGBA pixels shorter than width x height x 4",
+            "invalid",
+            "RGBA",
+            rgba_case(10, 10, 399),
+        ),
+        (
+            "image-rgba-zero",
+            "RGBA pixels of a 0x10 image",
+            "invalid",
+            "0×10 pixels",
+            rgba_case(0, 10, 0),
+        ),
+        (
+            "image-rgba-huge",
+            "RGBA claiming 100000x100000",
+            "image-too-large",
+            "over the limit",
+            rgba_case(100_000, 100_000, 16),
+        ),
+        (
+            "detector-threshold-nan",
+            "set_threshold(NaN) (`--threshold NaN`)",
+            "invalid",
+            "finite",
+            Box::new(|| tiny_detector().set_threshold(f64::NAN)),
+        ),
+        // Weights.
+        (
+            "weights-empty",
+            "a 0-byte weights file",
+            "weights-format",
+            "header too small",
+            weights_case(|b| b.clear()),
+        ),
+        (
+            "weights-cut-header",
+            "weights cut inside the header length",
+            "weights-format",
+            "header too small",
+            weights_case(|b| b.truncate(7)),
+        ),
+        (
+            "weights-cut-data",
+            "weights cut in the tensor data",
+            "weights-format",
+            "not fully covered",
+            weights_case(|b| {
+                let n = b.len() / 2;
+                b.truncate(n)
+            }),
+        ),
+        (
+            "weights-header-huge",
+            "a header length of 2^60",
+            "weights-format",
+            "header too large",
+            weights_case(|b| b[..8].copy_from_slice(&(1u64 << 60).to_le_bytes())),
+        ),
+        (
+            "weights-png",
+            "a PNG given as weights",
+            "weights-format",
+            "not a readable safetensors file",
+            Box::new(move || drop_ok(Clip::from_safetensors(&tiny_config(), &png(), &cpu()))),
+        ),
+        (
+            "weights-dtype",
+            "a tensor stored as I32",
+            "weights-mismatch",
+            "I32",
+            Box::new(|| {
+                drop_ok(Clip::from_safetensors(
+                    &tiny_config(),
+                    &rewrite(|n, v| {
+                        (n == "visual.ln_pre.weight").then(|| {
+                            let k: usize = v.shape().iter().product();
+                            (
+                                safetensors::Dtype::I32,
+                                v.shape().to_vec(),
+                                vec![0u8; k * 4],
+                            )
+                        })
+                    }),
+                    &cpu(),
+                ))
+            }),
+        ),
+        (
+            "weights-int8-no-scale",
+            "an int8 tensor without its `.scale`",
+            "weights-mismatch",
+            "has no",
+            Box::new(|| {
+                drop_ok(Clip::from_safetensors(
+                    &tiny_config(),
+                    &rewrite(|n, v| {
+                        (n == "visual.transformer.resblocks.0.mlp.c_fc.weight").then(|| {
+                            let k: usize = v.shape().iter().product();
+                            (safetensors::Dtype::I8, v.shape().to_vec(), vec![1u8; k])
+                        })
+                    }),
+                    &cpu(),
+                ))
+            }),
+        ),
+        (
+            "weights-nan",
+            "a NaN in visual.proj",
+            "weights-mismatch",
+            "non-finite",
+            Box::new(|| {
+                drop_ok(Clip::from_safetensors(
+                    &tiny_config(),
+                    &rewrite(|n, v| {
+                        (n == "visual.proj").then(|| {
+                            let mut d = v.data().to_vec();
+                            d[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+                            (v.dtype(), v.shape().to_vec(), d)
+                        })
+                    }),
+                    &cpu(),
+                ))
+            }),
+        ),
+        (
+            "weights-shape",
+            "a config wider than the weights",
+            "weights-mismatch",
+            "visual.conv1.weight",
+            Box::new(|| {
+                let mut c = tiny_config();
+                c.vision.tower.width = 64;
+                c.vision.tower.heads = 4;
+                drop_ok(Clip::from_safetensors(&c, &tiny_weights(), &cpu()))
+            }),
+        ),
+        (
+            "weights-missing-layer",
+            "a config with a layer more than the weights",
+            "weights-mismatch",
+            "missing tensor",
+            Box::new(|| {
+                let mut c = tiny_config();
+                c.text.tower.layers += 1;
+                drop_ok(Clip::from_safetensors(&c, &tiny_weights(), &cpu()))
+            }),
+        ),
+        (
+            "weights-extra-layer",
+            "a config with a layer less than the weights",
+            "weights-mismatch",
+            "unexpected tensor",
+            Box::new(|| {
+                let mut c = tiny_config();
+                c.vision.tower.layers -= 1;
+                drop_ok(Clip::from_safetensors(&c, &tiny_weights(), &cpu()))
+            }),
+        ),
+        (
+            "weights-other-model",
+            "a ViT-L-sized config on tiny weights",
+            "weights-mismatch",
+            "not for the same model",
+            Box::new(|| {
+                let mut c = tiny_config();
+                c.vision.tower.width = 1024;
+                c.vision.tower.heads = 16;
+                c.vision.tower.mlp_width = 4096;
+                c.vision.tower.layers = 24;
+                drop_ok(Clip::from_safetensors(&c, &tiny_weights(), &cpu()))
+            }),
+        ),
+        // Configs.
+        (
+            "config-not-json",
+            "`{not json`",
+            "config",
+            "not JSON",
+            Box::new(|| drop_ok(ClipConfig::from_json_str("{not json"))),
+        ),
+        (
+            "config-array",
+            "a JSON array",
+            "config",
+            "expected a JSON object",
+            Box::new(|| drop_ok(ClipConfig::from_json_str("[1]"))),
+        ),
+        (
+            "config-unknown-field",
+            "a misspelt field (`widht`)",
+            "config",
+            "unknown field",
+            config_case(|v| v["vision_cfg"]["widht"] = 48.into()),
+        ),
+        (
+            "config-heads",
+            "3 heads for a width of 32",
+            "config",
+            "not divisible",
+            config_case(|v| v["text_cfg"]["heads"] = 3.into()),
+        ),
+        (
+            "config-image-size",
+            "image_size 36 with patch 8",
+            "config",
+            "does not divide",
+            config_case(|v| v["vision_cfg"]["image_size"] = 36.into()),
+        ),
+        (
+            "config-embed-zero",
+            "embed_dim 0",
+            "config",
+            "out of range",
+            config_case(|v| v["embed_dim"] = 0.into()),
+        ),
+        (
+            "config-negative",
+            "layers -1",
+            "config",
+            "non-negative integer",
+            config_case(|v| v["vision_cfg"]["layers"] = (-1).into()),
+        ),
+        (
+            "config-context-zero",
+            "context_length 0",
+            "config",
+            "context length",
+            config_case(|v| v["text_cfg"]["context_length"] = 0.into()),
+        ),
+        (
+            "config-unsupported",
+            "layer scale (ls_init_value)",
+            "config",
+            "not supported",
+            config_case(|v| v["vision_cfg"]["ls_init_value"] = 0.1.into()),
+        ),
+        (
+            "config-missing",
+            "no vision_cfg",
+            "config",
+            "missing",
+            config_case(|v| {
+                v.as_object_mut().unwrap().remove("vision_cfg");
+            }),
+        ),
+        (
+            "config-over-budget",
+            "60000 layers of width 4096",
+            "config",
+            "parameters",
+            config_case(|v| {
+                v["vision_cfg"]["layers"] = 60000.into();
+                v["vision_cfg"]["width"] = 4096.into();
+            }),
+        ),
+        // Detector settings (CLI flags, head files and manifests share these checks).
+        (
+            "settings-sigma-huge",
+            "sigma 1e9",
+            "invalid",
+            "sigma",
+            settings_case(|c| c.sigma = 1e9),
+        ),
+        (
+            "settings-sigma-nan",
+            "sigma NaN",
+            "invalid",
+            "sigma",
+            settings_case(|c| c.sigma = f64::NAN),
+        ),
+        (
+            "settings-tau-zero",
+            "tau 0",
+            "invalid",
+            "tau",
+            settings_case(|c| c.tau = 0.0),
+        ),
+        (
+            "settings-taps-repeat",
+            "taps [1, 1]",
+            "invalid",
+            "distinct",
+            settings_case(|c| c.taps = vec![1, 1]),
+        ),
+        (
+            "settings-taps-empty",
+            "no taps",
+            "invalid",
+            "taps",
+            settings_case(|c| c.taps = vec![]),
+        ),
+        (
+            "settings-global-nan",
+            "global weight NaN",
+            "invalid",
+            "global_weight",
+            settings_case(|c| c.global_weight = f64::NAN),
+        ),
+        (
+            "settings-threshold-nan",
+            "threshold NaN",
+            "invalid",
+            "threshold",
+            settings_case(|c| c.threshold = f64::NAN),
+        ),
+        (
+            "settings-input-zero",
+            "input size 0",
+            "invalid",
+            "input size",
+            settings_case(|c| c.input_size = 0),
+        ),
+        // Head files.
+        (
+            "head-empty",
+            "a 0-byte head file",
+            "head",
+            "header too small",
+            head_case(|b| b.clear()),
+        ),
+        (
+            "head-cut",
+            "a head file cut in half",
+            "head",
+            "not fully covered",
+            head_case(|b| {
+                let n = b.len() / 2;
+                b.truncate(n)
+            }),
+        ),
+        (
+            "head-other-backbone",
+            "a head for another backbone",
+            "incompatible",
+            "another backbone",
+            head_case(|b| {
+                *b = edit_meta(b, "backbone", |t| {
+                    json_edit(t, |v| v["embed_dim"] = 999.into())
+                })
+            }),
+        ),
+        (
+            "head-n-ctx",
+            "a head claiming n_ctx 1000000",
+            "head",
+            "n_ctx",
+            head_case(|b| {
+                *b = edit_meta(b, "head", |t| {
+                    json_edit(t, |v| v["n_ctx"] = 1_000_000.into())
+                })
+            }),
+        ),
+        (
+            "head-levels",
+            "a head claiming 0 levels",
+            "head",
+            "levels",
+            head_case(|b| *b = edit_meta(b, "head", |t| json_edit(t, |v| v["levels"] = 0.into()))),
+        ),
+        // Knowledge bases.
+        (
+            "knowledge-not-json",
+            "a knowledge file that is not JSON",
+            "knowledge",
+            "malformed",
+            Box::new(|| drop_ok(kanoclip::head::knowledge::KnowledgeBase::from_json_str("["))),
+        ),
+        (
+            "knowledge-format",
+            "another format version",
+            "knowledge",
+            "format",
+            knowledge_case(|v| v["format"] = "kanoclip-knowledge/99".into()),
+        ),
+        (
+            "knowledge-empty-state",
+            "no normal texts",
+            "knowledge",
+            "normal",
+            knowledge_case(|v| v["normal"] = serde_json::json!([])),
+        ),
+        // Bundles (manifest and chunks); the browser test replays the same in Chromium.
+        (
+            "manifest-html",
+            "a captive portal's HTML page",
+            "config",
+            "HTML page",
+            Box::new(|| {
+                drop_ok(kanoclip::detect::bundle::Manifest::from_json_str(
+                    "<!doctype html><title>Log in to Wi-Fi</title>",
+                ))
+            }),
+        ),
+        (
+            "manifest-format",
+            "format kanoclip-web/9",
+            "incompatible",
+            "kanoclip-web/1",
+            manifest_case(|m| m["format"] = "kanoclip-web/9".into()),
+        ),
+        (
+            "manifest-int8-format-1",
+            "an int8 bundle under format kanoclip-web/1",
+            "config",
+            "kanoclip-web/2",
+            manifest_case(|m| {
+                m["dtype"] = "int8".into();
+                m["quantization"] = kanoclip::detect::bundle::INT8_SCHEME.into();
+            }),
+        ),
+        (
+            "manifest-quantization",
+            "an int8 scheme this version does not read",
+            "incompatible",
+            "quantization",
+            manifest_case(|m| {
+                m["format"] = "kanoclip-web/2".into();
+                m["dtype"] = "int8".into();
+                m["quantization"] = "int4-groupwise".into();
+            }),
+        ),
+        (
+            "manifest-absolute-url",
+            "a chunk at https://evil.example/x",
+            "config",
+            "not a plain file name",
+            manifest_case(path("https://evil.example/x")),
+        ),
+        (
+            "manifest-other-host",
+            "a chunk at //evil.example/x",
+            "config",
+            "not a plain file name",
+            manifest_case(path("//evil.example/x")),
+        ),
+        (
+            "manifest-dotdot",
+            "a chunk at ../secret.bin",
+            "config",
+            "not a plain file name",
+            manifest_case(path("../secret.bin")),
+        ),
+        (
+            "manifest-subfolder",
+            "a chunk at a/b.bin",
+            "config",
+            "not a plain file name",
+            manifest_case(path("a/b.bin")),
+        ),
+        (
+            "manifest-encoded",
+            "a chunk at %2e%2e%2fx",
+            "config",
+            "not a plain file name",
+            manifest_case(path("%2e%2e%2fx")),
+        ),
+        (
+            "manifest-not-content-named",
+            "a chunk named vision.000",
+            "config",
+            "named by its content",
+            manifest_case(path("vision.000")),
+        ),
+        (
+            "manifest-bad-sha",
+            "a chunk sha256 that is not hex",
+            "config",
+            "not a SHA-256",
+            manifest_case(|m| m["files"][0]["chunks"][0]["sha256"] = "xyz".into()),
+        ),
+        (
+            "manifest-huge-file",
+            "a vision file claiming 10^15 bytes",
+            "config",
+            "claims",
+            manifest_case(|m| m["files"][0]["size"] = 1_000_000_000_000_000u64.into()),
+        ),
+        (
+            "manifest-huge-chunk",
+            "a chunk claiming 4 GB",
+            "config",
+            "claims",
+            manifest_case(|m| m["files"][0]["chunks"][0]["size"] = 4_000_000_000u64.into()),
+        ),
+        (
+            "manifest-many-chunks",
+            "100000 chunks for a small file",
+            "config",
+            "chunks",
+            manifest_case(move |m| {
+                let c = serde_json::json!({"path": format!("vision-{}.bin", &sha[..16]), "size": 1, "sha256": sha});
+                m["files"][0]["chunks"] = serde_json::Value::Array(vec![c; 100_000]);
+            }),
+        ),
+        (
+            "manifest-sizes-disagree",
+            "chunk sizes that do not add up",
+            "config",
+            "add up",
+            manifest_case(|m| {
+                let s = m["files"][0]["size"].as_u64().unwrap();
+                m["files"][0]["size"] = (s - 1).into()
+            }),
+        ),
+        (
+            "manifest-unknown-file",
+            "a file named `extra`",
+            "config",
+            "unknown bundle file",
+            manifest_case(|m| m["files"][0]["name"] = "extra".into()),
+        ),
+        (
+            "manifest-text-rows",
+            "one text feature row",
+            "config",
+            "text_features",
+            manifest_case(|m| {
+                m["text_features"].as_array_mut().unwrap().pop();
+            }),
+        ),
+        (
+            "chunk-tampered",
+            "one byte of a chunk changed",
+            "integrity",
+            "SHA-256",
+            chunk_case(|b| b[100] ^= 1),
+        ),
+        (
+            "chunk-truncated",
+            "a chunk cut short",
+            "integrity",
+            "the manifest says",
+            chunk_case(|b| b.truncate(1000)),
+        ),
+        (
+            "chunk-html",
+            "an HTML page in place of a chunk",
+            "integrity",
+            "the manifest says",
+            chunk_case(|b| *b = b"<html>captive portal</html>".to_vec()),
+        ),
+        // Reference memories (few-shot).
+        (
+            "memory-not-safetensors",
+            "a memory file that is text",
+            "weights-format",
+            "memory",
+            Box::new(|| {
+                drop_ok(kanoclip::detect::memory::ReferenceMemory::from_bytes(
+                    b"hello",
+                    &cpu(),
+                ))
+            }),
+        ),
+        // Checkpoints.
+        (
+            "checkpoint-foreign",
+            "a head file given as a checkpoint",
+            "invalid",
+            "not a kanoclip checkpoint",
+            Box::new(|| {
+                drop_ok(kanoclip::train::checkpoint::Checkpoint::from_bytes(
+                    &std::fs::read(fixture("tiny_quickgelu_head.safetensors")).unwrap(),
+                ))
+            }),
+        ),
+        (
+            "checkpoint-cut",
+            "a checkpoint cut short",
+            "invalid",
+            "not a kanoclip checkpoint",
+            Box::new(|| {
+                drop_ok(kanoclip::train::checkpoint::Checkpoint::from_bytes(
+                    b"\x10\0\0\0\0\0\0\0{}",
+                ))
+            }),
+        ),
+    ]
+}
+
+#[test]
+fn catalogue_of_bad_inputs() {
+    let cases = catalogue();
+    let mut ids = std::collections::HashSet::new();
+    let mut failures = Vec::new();
+    for (id, _, kind, reason, run) in &cases {
+        assert!(ids.insert(*id), "duplicate case {id}");
+        match run() {
+            Ok(()) => failures.push(format!("{id}: accepted")),
+            Err(e) => {
+                let msg = e.to_string();
+                if std::env::var_os("KANOCLIP_SHOW").is_some() {
+                    println!("{id}: {} {msg}", e.kind());
+                }
+                if e.kind() != *kind || !msg.contains(reason) {
+                    failures.push(format!(
+                        "{id}: want {kind} `{reason}`, got {} `{msg}`",
+                        e.kind()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(cases.len() >= 60, "{} cases", cases.len());
+    // The README's table is this catalogue.
+    let mut table =
+        String::from("| case | input | error kind | reason contains |\n|---|---|---|---|\n");
+    for (id, input, kind, reason, _) in &cases {
+        let reason = if reason.is_empty() {
+            "(any)".to_string()
+        } else {
+            format!("`{reason}`")
+        };
+        table.push_str(&format!("| {id} | {input} | `{kind}` | {reason} |\n"));
+    }
+    let readme_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let readme = std::fs::read_to_string(&readme_path).unwrap();
+    let (start, end) = ("<!-- catalogue:start -->\n", "<!-- catalogue:end -->");
+    let (a, b) = (
+        readme.find(start).expect("README has no catalogue markers"),
+        readme.find(end).unwrap(),
+    );
+    let current = &readme[a + start.len()..b];
+    if std::env::var_os("KANOCLIP_BLESS").is_some() {
+        let new = format!("{}{start}{table}{}", &readme[..a], &readme[b..]);
+        std::fs::write(&readme_path, new).unwrap();
+    } else {
+        assert_eq!(
+            current, table,
+            "README's catalogue differs: rerun with KANOCLIP_BLESS=1"
+        );
     }
 }

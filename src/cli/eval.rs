@@ -88,7 +88,7 @@ fn write_outputs(
     });
     let json = serde_json::to_vec_pretty(&serde_json::json!({
         "categories": report.categories, "mean": report.mean, "images_per_second": report.images_per_second,
-        "few_shot": summary,
+        "few_shot": summary, "failed": report.failed,
         "note": "null: undefined (a category without anomalies or masks); aupro is AUPRO@0.3, normalised",
     }))
     .map_err(|e| Error::Invalid(e.to_string()))?;
@@ -169,6 +169,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 categories: f.mean[..n].to_vec(),
                 mean: f.mean[n].clone(),
                 scores: f.runs[0].scores.clone(),
+                failed: f.runs[0].failed.clone(),
                 images_per_second: f.runs.iter().map(|r| r.images_per_second).sum::<f64>()
                     / f.runs.len() as f64,
             };
@@ -197,5 +198,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
         atomic::write(&args.out.join("few_shot.json"), &json)?;
     }
     println!("({:.2} images/s)", report.images_per_second);
+    if !report.failed.is_empty() {
+        eprintln!(
+            "kanoclip: warning: {} test image(s) could not be scored and are left out of the \
+             metrics (listed under `failed` in metrics.json); the first: {}: {}",
+            report.failed.len(),
+            report.failed[0].path,
+            report.failed[0].error
+        );
+    }
     write_outputs(&args.out, &report, few_shot.as_ref())
 }

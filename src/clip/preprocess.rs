@@ -241,6 +241,27 @@ where
     image::imageops::crop_imm(&resized, x0, y0, s, s).to_image()
 }
 
+/// Raw RGBA pixels (`width × height × 4` bytes, as a canvas's `ImageData` holds them) as an
+/// image: the size is checked against [`MAX_PIXELS`] and the buffer's length first.
+pub fn rgba_image(width: u32, height: u32, rgba: Vec<u8>) -> Result<DynamicImage> {
+    if width == 0 || height == 0 {
+        return Err(Error::Invalid(format!(
+            "the RGBA image is {width}×{height} pixels"
+        )));
+    }
+    check_size(width, height)?;
+    let want = u64::from(width) * u64::from(height) * 4;
+    if rgba.len() as u64 != want {
+        return Err(Error::Invalid(format!(
+            "{} bytes of RGBA for {width}×{height} (want {want})",
+            rgba.len()
+        )));
+    }
+    image::RgbaImage::from_raw(width, height, rgba)
+        .map(DynamicImage::ImageRgba8)
+        .ok_or_else(|| Error::Invalid("bad RGBA buffer".into()))
+}
+
 /// Pre-process one image for a model with input `size`. Grey, alpha and 16-bit images are
 /// converted to 8-bit RGB first (alpha is dropped, as PIL's `convert("RGB")` does). An RGB
 /// image already `size × size` is only scaled and normalised.

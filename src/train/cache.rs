@@ -76,7 +76,7 @@ impl FeatureCache {
         self.dir.join(format!("{key}.safetensors"))
     }
 
-    /// The cached features, or `None` (absent, unreadable or of the wrong shape).
+    /// The cached features, or `None` (absent, unreadable, of the wrong shape or not finite).
     pub fn get(&self, key: &str) -> Option<Features> {
         let bytes = std::fs::read(self.path(key)).ok()?;
         let st = SafeTensors::deserialize(&bytes).ok()?;
@@ -85,12 +85,13 @@ impl FeatureCache {
             if t.dtype() != Dtype::F32 || t.data().len() != len * 4 {
                 return None;
             }
-            Some(
-                t.data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-            )
+            let values: Vec<f32> = t
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            // A corrupt entry (NaN, ±inf) is a miss: the features are computed again.
+            values.iter().all(|v| v.is_finite()).then_some(values)
         };
         let (tokens, d) = self.tap_shape;
         let global = read("global", d)?;
@@ -119,5 +120,52 @@ impl FeatureCache {
         let data = safetensors::serialize(views, None)
             .map_err(|e| Error::Invalid(format!("feature cache: {e}")))?;
         atomic::write(&self.path(key), &data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A corrupt entry — cut short, of another shape, or holding NaN or infinity — is a
+    /// miss (the features are computed again), never features that poison training.
+    #[test]
+    fn corrupt_entries_are_misses() {
+        let cfg = crate::clip::ClipConfig::from_file(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/tiny_quickgelu_config.json"),
+        )
+        .unwrap();
+        let detector = DetectorConfig::for_clip(&cfg);
+        let backbone = BackboneId {
+            embed_dim: cfg.embed_dim,
+            vision_width: cfg.vision.tower.width,
+            vision_layers: cfg.vision.tower.layers,
+            patch_size: cfg.vision.patch_size,
+            text_width: cfg.text.tower.width,
+            text_layers: cfg.text.tower.layers,
+            fingerprint: "test".into(),
+        };
+        let (d, grid) = (cfg.embed_dim, detector.input_size / cfg.vision.patch_size);
+        let dir = std::env::temp_dir().join(format!("kanoclip-cache-{}", std::process::id()));
+        let cache = FeatureCache::new(&dir, &backbone, &detector).unwrap();
+        let tokens = 1 + grid * grid;
+        let good = Features {
+            global: vec![0.5; d],
+            taps: vec![vec![0.25; tokens * d]; detector.taps.len()],
+        };
+        let key = cache.key(b"image bytes");
+        cache.put(&key, &good).unwrap();
+        assert_eq!(cache.get(&key).unwrap().taps, good.taps);
+        for bad in [f32::NAN, f32::INFINITY] {
+            let mut f = good.clone();
+            f.taps[1][3] = bad;
+            cache.put(&key, &f).unwrap();
+            assert!(cache.get(&key).is_none(), "{bad} was returned");
+        }
+        let bytes = std::fs::read(cache.path(&key)).unwrap();
+        std::fs::write(cache.path(&key), &bytes[..bytes.len() / 2]).unwrap();
+        assert!(cache.get(&key).is_none());
+        std::fs::remove_dir_all(dir).ok();
     }
 }

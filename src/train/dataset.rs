@@ -52,8 +52,11 @@ pub struct Sample {
 pub struct Dataset {
     /// Its folder.
     pub root: PathBuf,
-    /// Every image, in a stable order.
+    /// Every usable image, in a stable order.
     pub samples: Vec<Sample>,
+    /// Images whose file or mask cannot be read, with why: left out of `samples` so that
+    /// one bad file never costs a run; `eval` lists them among its failures.
+    pub unreadable: Vec<(Sample, String)>,
 }
 
 const IMAGE_EXT: [&str; 6] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff"];
@@ -101,8 +104,9 @@ fn stem(p: &Path) -> String {
 }
 
 impl Dataset {
-    /// Read a layout and check it: every anomalous image with masks must have them, each
-    /// mask the size of its image, every file a readable image header.
+    /// Read a layout and check it: every anomalous image with masks must have them and
+    /// each mask the size of its image (or the data set is refused); an image or mask
+    /// whose header cannot be read sets that sample aside in `unreadable`.
     pub fn load(root: impl AsRef<Path>, format: Format) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
         if !root.is_dir() {
@@ -124,11 +128,29 @@ impl Dataset {
                 root.display()
             ));
         }
-        problems.extend(check_files(&samples));
+        let unreadable_why = check_files(&samples, &mut problems);
         if !problems.is_empty() {
             return Err(Error::Dataset(problems));
         }
-        Ok(Dataset { root, samples })
+        let (mut usable, mut unreadable) = (Vec::new(), Vec::new());
+        for (s, why) in samples.into_iter().zip(unreadable_why) {
+            match why {
+                Some(why) => unreadable.push((s, why)),
+                None => usable.push(s),
+            }
+        }
+        if usable.is_empty() {
+            let first = unreadable.first().map_or(String::new(), |(_, w)| w.clone());
+            return Err(Error::Dataset(vec![format!(
+                "{}: no readable images ({first})",
+                root.display()
+            )]));
+        }
+        Ok(Dataset {
+            root,
+            samples: usable,
+            unreadable,
+        })
     }
 
     /// Category names in order.
@@ -141,35 +163,47 @@ impl Dataset {
     }
 }
 
-/// Headers of every image and mask, read in parallel; masks must match their image's size.
-fn check_files(samples: &[Sample]) -> Vec<String> {
-    samples
+/// Headers of every image and mask, read in parallel. A mask whose size differs from its
+/// image's is a problem of the data set (added to `problems`); per sample, why it cannot
+/// be read (its image or a mask), or `None`.
+fn check_files(samples: &[Sample], problems: &mut Vec<String>) -> Vec<Option<String>> {
+    let checked: Vec<(Option<String>, Vec<String>)> = samples
         .par_iter()
-        .flat_map_iter(|s| {
-            let mut problems = Vec::new();
-            match image::image_dimensions(&s.path) {
-                Err(e) => problems.push(format!("{}: unreadable image ({e})", s.path.display())),
-                Ok(size) => {
-                    for m in &s.masks {
-                        match image::image_dimensions(m) {
-                            Err(e) => {
-                                problems.push(format!("{}: unreadable mask ({e})", m.display()))
-                            }
-                            Ok(ms) if ms != size => problems.push(format!(
-                                "{}: mask is {}×{} but its image {} is {}×{}",
-                                m.display(),
-                                ms.0,
-                                ms.1,
-                                s.path.display(),
-                                size.0,
-                                size.1
-                            )),
-                            Ok(_) => {}
-                        }
+        .map(|s| {
+            let mut bad_size = Vec::new();
+            let size = match image::image_dimensions(&s.path) {
+                Err(e) => {
+                    let why = format!("{}: unreadable image ({e})", s.path.display());
+                    return (Some(why), bad_size);
+                }
+                Ok(size) => size,
+            };
+            for m in &s.masks {
+                match image::image_dimensions(m) {
+                    Err(e) => {
+                        let why = format!("{}: unreadable mask ({e})", m.display());
+                        return (Some(why), bad_size);
                     }
+                    Ok(ms) if ms != size => bad_size.push(format!(
+                        "{}: mask is {}×{} but its image {} is {}×{}",
+                        m.display(),
+                        ms.0,
+                        ms.1,
+                        s.path.display(),
+                        size.0,
+                        size.1
+                    )),
+                    Ok(_) => {}
                 }
             }
-            problems
+            (None, bad_size)
+        })
+        .collect();
+    checked
+        .into_iter()
+        .map(|(why, bad_size)| {
+            problems.extend(bad_size);
+            why
         })
         .collect()
 }
@@ -256,6 +290,16 @@ const VISA_COLUMNS: [&str; 5] = ["object", "split", "label", "image", "mask"];
 fn visa(root: &Path, problems: &mut Vec<String>) -> Result<Vec<Sample>> {
     let csv_path = root.join("split_csv/1cls.csv");
     let text = std::fs::read_to_string(&csv_path).map_err(|e| Error::io(&csv_path, e))?;
+    visa_csv(root, &csv_path, &text, problems)
+}
+
+/// The samples of VisA's CSV `text` (read from `csv_path`), every path inside `root`.
+pub(crate) fn visa_csv(
+    root: &Path,
+    csv_path: &Path,
+    text: &str,
+    problems: &mut Vec<String>,
+) -> Result<Vec<Sample>> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines
         .next()

@@ -57,6 +57,20 @@ pub struct ScoreRow {
     pub score: f32,
 }
 
+/// A test image that could not be scored (unreadable image or mask, refused input...):
+/// it is left out of every metric and listed, and the run goes on.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailedRow {
+    /// The image file.
+    pub path: String,
+    /// Its category.
+    pub category: String,
+    /// The error's kind ([`Error::kind`]).
+    pub kind: &'static str,
+    /// What went wrong.
+    pub error: String,
+}
+
 /// What `kanoclip eval` reports.
 #[derive(Clone, Debug, Serialize)]
 pub struct EvalReport {
@@ -64,15 +78,17 @@ pub struct EvalReport {
     pub categories: Vec<CategoryMetrics>,
     /// Means over the categories where each metric is defined.
     pub mean: CategoryMetrics,
-    /// Every image's score.
+    /// Every scored image's score.
     pub scores: Vec<ScoreRow>,
+    /// The images that could not be scored, with why.
+    pub failed: Vec<FailedRow>,
     /// Throughput of the whole run.
     pub images_per_second: f64,
 }
 
 /// The union of a sample's masks, thresholded at 128, at the image's size.
 fn load_mask(sample: &Sample, width: u32, height: u32) -> Result<Vec<bool>> {
-    let mut mask = vec![false; (width * height) as usize];
+    let mut mask = vec![false; width as usize * height as usize];
     for m in &sample.masks {
         let img = load_image(m)?.to_luma8();
         if img.dimensions() != (width, height) {
@@ -108,15 +124,34 @@ pub fn evaluate_with(
     let start = web_time::Instant::now();
     let mut categories = Vec::new();
     let mut scores = Vec::new();
+    let mut failed = Vec::new();
     for category in data.categories() {
         let test: Vec<&Sample> = data
             .samples
             .iter()
             .filter(|s| s.category == category && s.split == Split::Test)
             .collect();
+        for (s, why) in data
+            .unreadable
+            .iter()
+            .filter(|(s, _)| s.category == category && s.split == Split::Test)
+        {
+            failed.push(FailedRow {
+                path: s.path.display().to_string(),
+                category: category.clone(),
+                kind: "image",
+                error: why.clone(),
+            });
+        }
         if !test.is_empty() {
             before(&category)?;
-            let m = evaluate_category(detector, &category, &test, &mut scores, &mut progress)?;
+            let m = evaluate_category(
+                detector,
+                &category,
+                &test,
+                (&mut scores, &mut failed),
+                &mut progress,
+            );
             categories.push(m);
         }
     }
@@ -126,53 +161,100 @@ pub fn evaluate_with(
             data.root.display()
         )]));
     }
+    if scores.is_empty() {
+        let first = failed.first().map_or(String::new(), |f: &FailedRow| {
+            format!(": the first, {}: {}", f.path, f.error)
+        });
+        return Err(Error::Dataset(vec![format!(
+            "{}: none of the {} test images could be scored{first}",
+            data.root.display(),
+            failed.len()
+        )]));
+    }
     let mean = mean_metrics(&categories);
     let images_per_second = scores.len() as f64 / start.elapsed().as_secs_f64().max(1e-9);
     Ok(EvalReport {
         categories,
         mean,
         scores,
+        failed,
         images_per_second,
     })
 }
 
-/// One category's metrics; each image's score is added to `scores`.
+/// One category's metrics; each image's score is added to `scores`, and each image that
+/// cannot be scored to `failed` (one bad file never costs the run).
 fn evaluate_category(
     detector: &Detector,
     category: &str,
     test: &[&Sample],
-    scores: &mut Vec<ScoreRow>,
+    (scores, failed): (&mut Vec<ScoreRow>, &mut Vec<FailedRow>),
     progress: &mut impl FnMut(&Sample),
-) -> Result<CategoryMetrics> {
+) -> CategoryMetrics {
     let with_masks = test.iter().filter(|s| s.label).all(|s| !s.masks.is_empty());
     let mut hist = PixelHistogram::default();
     let mut pro = ProHistogram::default();
     let (mut s_img, mut l_img) = (Vec::new(), Vec::new());
+    let mut fail = |s: &Sample, e: &Error| {
+        failed.push(FailedRow {
+            path: s.path.display().to_string(),
+            category: category.to_string(),
+            kind: e.kind(),
+            error: e.to_string().replace('\n', "; "),
+        });
+    };
     for chunk in test.chunks(8) {
-        let images: Vec<DynamicImage> = chunk
-            .par_iter()
-            .map(|s| load_image(&s.path))
-            .collect::<Result<_>>()?;
-        let found = detector.detect_batch(&images)?;
-        for (s, d) in chunk.iter().zip(found) {
-            if with_masks {
-                let mask = load_mask(s, d.map.width, d.map.height)?;
-                hist.add(&d.map.values, &mask);
-                pro.add(&d.map.values, &mask, d.map.width as usize);
+        let loaded: Vec<Result<DynamicImage>> =
+            chunk.par_iter().map(|s| load_image(&s.path)).collect();
+        let (mut ok, mut images) = (Vec::new(), Vec::new());
+        for (s, img) in chunk.iter().zip(loaded) {
+            match img {
+                Ok(img) => {
+                    ok.push(*s);
+                    images.push(img);
+                }
+                Err(e) => {
+                    fail(s, &e);
+                    progress(s);
+                }
             }
-            s_img.push(d.score);
-            l_img.push(s.label);
-            scores.push(ScoreRow {
-                path: s.path.display().to_string(),
-                category: category.to_string(),
-                label: u8::from(s.label),
-                score: d.score,
+        }
+        // One batch; one by one if the batch fails, so one image cannot cost the others.
+        let found: Vec<Result<_>> = match detector.detect_batch(&images) {
+            Ok(found) => found.into_iter().map(Ok).collect(),
+            Err(_) => images.iter().map(|img| detector.detect(img)).collect(),
+        };
+        for (s, d) in ok.into_iter().zip(found) {
+            let scored = d.and_then(|d| {
+                let mask = if with_masks {
+                    Some(load_mask(s, d.map.width, d.map.height)?)
+                } else {
+                    None
+                };
+                Ok((d, mask))
             });
+            match scored {
+                Ok((d, mask)) => {
+                    if let Some(mask) = mask {
+                        hist.add(&d.map.values, &mask);
+                        pro.add(&d.map.values, &mask, d.map.width as usize);
+                    }
+                    s_img.push(d.score);
+                    l_img.push(s.label);
+                    scores.push(ScoreRow {
+                        path: s.path.display().to_string(),
+                        category: category.to_string(),
+                        label: u8::from(s.label),
+                        score: d.score,
+                    });
+                }
+                Err(e) => fail(s, &e),
+            }
             progress(s);
         }
     }
     let pixel = |v: Option<f64>| if with_masks { v } else { None };
-    Ok(CategoryMetrics {
+    CategoryMetrics {
         category: category.to_string(),
         images: s_img.len(),
         anomalous: l_img.iter().filter(|l| **l).count(),
@@ -182,7 +264,7 @@ fn evaluate_category(
         pixel_auroc: pixel(hist.auroc()),
         pixel_ap: pixel(hist.average_precision()),
         aupro: pixel(pro.aupro(AUPRO_LIMIT)),
-    })
+    }
 }
 
 /// The mean of each metric over the categories where it is defined.

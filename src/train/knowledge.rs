@@ -46,7 +46,7 @@ fn clean(t: &str) -> String {
 }
 
 /// A JSON array of strings, possibly inside a Markdown code fence.
-fn parse_list(answer: &str) -> std::result::Result<Vec<String>, String> {
+pub(crate) fn parse_list(answer: &str) -> std::result::Result<Vec<String>, String> {
     let start = answer.find('[').ok_or("no JSON array")?;
     let end = answer.rfind(']').ok_or("no JSON array")?;
     if end < start {
@@ -65,7 +65,7 @@ fn parse_list(answer: &str) -> std::result::Result<Vec<String>, String> {
     Ok(items)
 }
 
-fn parse_sentence(answer: &str) -> std::result::Result<String, String> {
+pub(crate) fn parse_sentence(answer: &str) -> std::result::Result<String, String> {
     let t = clean(answer);
     if t.is_empty() {
         Err("an empty answer".into())

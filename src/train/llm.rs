@@ -18,7 +18,7 @@ use web_time::Instant;
 use crate::error::{Error, Result};
 
 /// The longest wait between attempts.
-const MAX_WAIT: Duration = Duration::from_secs(60);
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// How to reach an OpenAI-compatible chat endpoint, and how patiently.
 pub struct ChatOptions {
@@ -186,18 +186,7 @@ impl ChatClient {
             }
             _ => return Err(Failure::Fatal(format!("HTTP {status}: {excerpt}"))),
         }
-        let v: Value = serde_json::from_str(&text).map_err(|e| {
-            Failure::Retry(format!("the answer is not JSON ({e}): {excerpt}"), None)
-        })?;
-        v.pointer("/choices/0/message/content")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| {
-                Failure::Retry(
-                    format!("the answer has no choices[0].message.content: {excerpt}"),
-                    None,
-                )
-            })
+        parse_reply(&text).map_err(|e| Failure::Retry(e, None))
     }
 
     /// Ask `msg` and parse the answer with `parse`, retrying as the module docs say.
@@ -241,6 +230,18 @@ impl ChatClient {
     }
 }
 
+/// The message text of a successful chat-completions reply body (`choices[0].message.content`),
+/// or why there is none. Pure, so that it can be tested and fuzzed without a server.
+pub fn parse_reply(body: &str) -> std::result::Result<String, String> {
+    let excerpt: String = body.chars().take(200).collect();
+    let v: Value = serde_json::from_str(body)
+        .map_err(|e| format!("the answer is not JSON ({e}): {excerpt}"))?;
+    v.pointer("/choices/0/message/content")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| format!("the answer has no choices[0].message.content: {excerpt}"))
+}
+
 /// A `Retry-After` header's wait: delay-seconds (RFC 9110; fractions accepted), at most
 /// [`MAX_WAIT`]. Anything else — an HTTP date, NaN, a negative or non-numeric value — is
 /// `None`, and the client's own back-off applies.
@@ -253,6 +254,25 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_are_parsed_or_refused_with_why() {
+        let ok = r#"{"choices": [{"message": {"content": "[\"a dent\"]"}}]}"#;
+        assert_eq!(parse_reply(ok).unwrap(), r#"["a dent"]"#);
+        for (body, why) in [
+            ("<html>502 Bad Gateway</html>", "not JSON"),
+            ("", "not JSON"),
+            (r#"{"choices": []}"#, "no choices[0].message.content"),
+            (
+                r#"{"choices": [{"message": {"content": 7}}]}"#,
+                "no choices",
+            ),
+            (r#"{"error": {"message": "quota"}}"#, "no choices"),
+        ] {
+            let e = parse_reply(body).unwrap_err();
+            assert!(e.contains(why), "{body}: {e}");
+        }
+    }
 
     #[test]
     fn retry_after_values_that_make_no_sense_fall_back_to_the_back_off() {

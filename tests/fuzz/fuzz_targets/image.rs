@@ -1,0 +1,7 @@
+#![no_main]
+//! `kanoclip::fuzzing::image` (see src/fuzzing.rs).
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    kanoclip::fuzzing::run("image", data, WEIGHTS);
+});
+
+static WEIGHTS: &[u8] = include_bytes!("../../fixtures/tiny_quickgelu.safetensors");
