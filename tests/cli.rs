@@ -14,6 +14,37 @@ fn kanoclip(args: &[&str]) -> std::process::Output {
         .expect("runs")
 }
 
+/// `kanoclip ARGS`, which must succeed (its stderr is the failure message).
+fn kanoclip_ok(args: &[&str]) -> std::process::Output {
+    let run = kanoclip(args);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    run
+}
+
+/// A JSON file a run wrote.
+fn json_file(path: impl AsRef<std::path::Path>) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// A fresh scratch folder for one test: `kanoclip-NAME-<pid>` under the temp folder.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("kanoclip-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// The tiny test model's config and weights, as command-line arguments.
+fn tiny_model() -> (String, String) {
+    (
+        fixture("tiny_quickgelu_config.json").display().to_string(),
+        fixture("tiny_quickgelu.safetensors").display().to_string(),
+    )
+}
+
 #[test]
 fn embed_prints_the_reference_outputs() {
     let parity = read_json("parity.json");
@@ -65,10 +96,9 @@ fn embed_prints_the_reference_outputs() {
 
 #[test]
 fn bad_input_exits_non_zero_with_one_line() {
-    let cfg = fixture("tiny_quickgelu_config.json").display().to_string();
-    let weights = fixture("tiny_quickgelu.safetensors").display().to_string();
+    let (cfg, weights) = tiny_model();
     let png = fixture("images/tiny_quickgelu_0.png").display().to_string();
-    let dir = std::env::temp_dir().join(format!("kanoclip-cli-{}", std::process::id()));
+    let dir = scratch("cli");
     std::fs::create_dir_all(&dir).unwrap();
     let text_file = dir.join("notes.png");
     std::fs::write(&text_file, "not an image").unwrap();
@@ -175,7 +205,7 @@ fn bad_input_exits_non_zero_with_one_line() {
 
 #[test]
 fn detect_inspects_a_folder_and_records_what_it_skips() {
-    let dir = std::env::temp_dir().join(format!("kanoclip-detect-{}", std::process::id()));
+    let dir = scratch("detect");
     let input = dir.join("in");
     let nested = input.join("nested");
     std::fs::create_dir_all(&nested).unwrap();
@@ -185,8 +215,7 @@ fn detect_inspects_a_folder_and_records_what_it_skips() {
     std::fs::write(input.join("notes.txt"), "not an image").unwrap();
     std::fs::write(input.join("broken.png"), b"\x89PNG\r\n\x1a\nbroken").unwrap();
     let out = dir.join("out");
-    let cfg = fixture("tiny_quickgelu_config.json").display().to_string();
-    let weights = fixture("tiny_quickgelu.safetensors").display().to_string();
+    let (cfg, weights) = tiny_model();
     let head = fixture("tiny_quickgelu_head.safetensors")
         .display()
         .to_string();
@@ -204,14 +233,8 @@ fn detect_inspects_a_folder_and_records_what_it_skips() {
         "--threshold",
         "0.0",
     ];
-    let run = kanoclip(&args);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    kanoclip_ok(&args);
+    let report: serde_json::Value = json_file(out.join("report.json"));
     assert_eq!(report["images"], 3);
     assert_eq!(report["errors"], 2);
     assert_eq!(report["anomalous"], 3, "threshold 0 flags everything");
@@ -239,7 +262,7 @@ fn detect_inspects_a_folder_and_records_what_it_skips() {
     let out2 = dir.join("out2");
     let kb =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/knowledge/industrial.json");
-    let run = kanoclip(&[
+    kanoclip_ok(&[
         "detect",
         input.join("a.png").to_str().unwrap(),
         "--clip-config",
@@ -251,13 +274,7 @@ fn detect_inspects_a_folder_and_records_what_it_skips() {
         "--out",
         out2.to_str().unwrap(),
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out2.join("report.json")).unwrap()).unwrap();
+    let report: serde_json::Value = json_file(out2.join("report.json"));
     assert_eq!(report["mode"], "training-free");
 
     // Could not run: unwritable output, a head for another backbone, a bad knowledge file.
@@ -318,7 +335,7 @@ fn detect_inspects_a_folder_and_records_what_it_skips() {
 
 /// `kanoclip synth` into `data`: 4 categories × (2 good + 5 defect) test images.
 fn synth(data: &std::path::Path, size: &str) {
-    let run = kanoclip(&[
+    kanoclip_ok(&[
         "synth",
         "--out",
         data.to_str().unwrap(),
@@ -331,22 +348,15 @@ fn synth(data: &std::path::Path, size: &str) {
         "--per-defect",
         "1",
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
 }
 
 #[test]
 fn synth_then_eval_writes_metrics_and_scores() {
-    let dir = std::env::temp_dir().join(format!("kanoclip-eval-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch("eval");
     let data = dir.join("data");
     let out = dir.join("out");
     synth(&data, "40");
-    let cfg = fixture("tiny_quickgelu_config.json").display().to_string();
-    let weights = fixture("tiny_quickgelu.safetensors").display().to_string();
+    let (cfg, weights) = tiny_model();
     let head = fixture("tiny_quickgelu_head.safetensors")
         .display()
         .to_string();
@@ -363,12 +373,7 @@ fn synth_then_eval_writes_metrics_and_scores() {
     ];
     let mut args = base.to_vec();
     args.extend(["--head", &head, "--out", out.to_str().unwrap()]);
-    let run = kanoclip(&args);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let run = kanoclip_ok(&args);
     let table = String::from_utf8_lossy(&run.stdout);
     assert!(
         table.contains("I-AUC") && table.contains("mean") && table.contains("wood"),
@@ -377,8 +382,7 @@ fn synth_then_eval_writes_metrics_and_scores() {
     let scores = std::fs::read_to_string(out.join("scores.csv")).unwrap();
     assert_eq!(scores.lines().count(), 1 + 4 * (2 + 5));
     assert!(scores.starts_with("path,category,label,score"));
-    let metrics: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    let metrics: serde_json::Value = json_file(out.join("metrics.json"));
     assert_eq!(metrics["categories"].as_array().unwrap().len(), 4);
     // AUPRO is defined for every category (each has defects with masks), and the mean is
     // the mean of the categories'.
@@ -422,15 +426,13 @@ fn synth_then_eval_writes_metrics_and_scores() {
 
 #[test]
 fn train_writes_a_head_that_eval_and_detect_can_use() {
-    let dir = std::env::temp_dir().join(format!("kanoclip-train-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch("train");
     let data = dir.join("data");
     synth(&data, "32");
-    let cfg = fixture("tiny_quickgelu_config.json").display().to_string();
-    let weights = fixture("tiny_quickgelu.safetensors").display().to_string();
+    let (cfg, weights) = tiny_model();
     let kb = fixture("knowledge_small.json").display().to_string();
     let head = dir.join("head.safetensors");
-    let run = kanoclip(&[
+    kanoclip_ok(&[
         "train",
         "--data",
         data.to_str().unwrap(),
@@ -453,11 +455,6 @@ fn train_writes_a_head_that_eval_and_detect_can_use() {
         "--cache",
         dir.join("cache").to_str().unwrap(),
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
     let log = std::fs::read_to_string(dir.join("head.safetensors.log.jsonl")).unwrap();
     // 4 categories × 7 test images = 28 images, 7 batches of 4, 2 epochs.
     assert_eq!(log.lines().count(), 14);
@@ -465,7 +462,7 @@ fn train_writes_a_head_that_eval_and_detect_can_use() {
     assert_eq!(line["epoch"], 1);
     assert!(line["total"].as_f64().unwrap().is_finite());
     let out = dir.join("eval");
-    let run = kanoclip(&[
+    kanoclip_ok(&[
         "eval",
         "--data",
         data.to_str().unwrap(),
@@ -480,11 +477,6 @@ fn train_writes_a_head_that_eval_and_detect_can_use() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
     // A half-formed data set is refused with the file named, and no head is written.
     std::fs::remove_file(data.join("wood/ground_truth/hole/000_mask.png")).unwrap();
     let head2 = dir.join("head2.safetensors");
@@ -516,8 +508,7 @@ fn train_writes_a_head_that_eval_and_detect_can_use() {
 
 #[test]
 fn ctrl_c_writes_a_checkpoint_and_resume_finishes() {
-    let dir = std::env::temp_dir().join(format!("kanoclip-sigint-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch("sigint");
     let data = dir.join("data");
     synth(&data, "32");
     let head = dir.join("head.safetensors");
@@ -611,7 +602,7 @@ fn ctrl_c_writes_a_checkpoint_and_resume_finishes() {
 #[test]
 fn detect_refuses_truncated_files_and_scores_thin_ones() {
     use image::{DynamicImage, ImageFormat, RgbImage};
-    let dir = std::env::temp_dir().join(format!("kanoclip-detect-cut-{}", std::process::id()));
+    let dir = scratch("detect-cut");
     let input = dir.join("in");
     std::fs::create_dir_all(&input).unwrap();
     let encode = |img: &RgbImage, format: ImageFormat| {
@@ -635,8 +626,7 @@ fn detect_refuses_truncated_files_and_scores_thin_ones() {
     std::fs::write(input.join("line.png"), encode(&line, ImageFormat::Png)).unwrap();
     let column = RgbImage::from_fn(1, 3000, |_, y| image::Rgb([0, (y % 256) as u8, 0]));
     std::fs::write(input.join("column.png"), encode(&column, ImageFormat::Png)).unwrap();
-    let cfg = fixture("tiny_quickgelu_config.json").display().to_string();
-    let weights = fixture("tiny_quickgelu.safetensors").display().to_string();
+    let (cfg, weights) = tiny_model();
     let run = |out: &std::path::Path, extra: &[&str]| {
         let mut args = vec![
             "detect",
@@ -649,14 +639,8 @@ fn detect_refuses_truncated_files_and_scores_thin_ones() {
             out.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
-        let run = kanoclip(&args);
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        let report: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+        kanoclip_ok(&args);
+        let report: serde_json::Value = json_file(out.join("report.json"));
         let lines = std::fs::read_to_string(out.join("report.jsonl")).unwrap();
         assert_eq!(lines.lines().count(), 5, "one line per input, as it came");
         report
@@ -707,5 +691,273 @@ fn detect_refuses_truncated_files_and_scores_thin_ones() {
     assert_eq!(lenient["errors"].as_u64(), Some(0));
     assert!(by_name(&lenient, "cut.jpg")["truncated"].is_string());
     assert!(by_name(&lenient, "whole.jpg").get("truncated").is_none());
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// `eval` scores what it can: an unreadable image and an unreadable mask are each listed
+/// under `failed` (with the error's kind) and left out of the metrics; the run succeeds.
+#[test]
+fn eval_records_a_bad_image_and_goes_on() {
+    let dir = scratch("eval-bad");
+    let (data, out) = (dir.join("data"), dir.join("out"));
+    synth(&data, "40");
+    let files: Vec<std::path::PathBuf> = walk(&data);
+    let image = files
+        .iter()
+        .find(|p| p.to_string_lossy().contains("/test/good/"))
+        .unwrap();
+    std::fs::write(image, b"not an image").unwrap();
+    let mask = files
+        .iter()
+        .find(|p| p.to_string_lossy().contains("/ground_truth/"))
+        .unwrap();
+    let bytes = std::fs::read(mask).unwrap();
+    std::fs::write(mask, &bytes[..bytes.len() / 3]).unwrap();
+    let (cfg, weights) = tiny_model();
+    let run = kanoclip(&[
+        "eval",
+        "--data",
+        data.to_str().unwrap(),
+        "--format",
+        "mvtec",
+        "--clip-config",
+        &cfg,
+        "--weights",
+        &weights,
+        "--training-free",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("2 test image(s) could not be scored"),
+        "{stderr}"
+    );
+    let metrics: serde_json::Value = json_file(out.join("metrics.json"));
+    let failed = metrics["failed"].as_array().unwrap();
+    let paths: Vec<&str> = failed.iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(paths.contains(&image.to_str().unwrap()), "{paths:?}");
+    assert!(failed.iter().all(|f| f["kind"] == "image"), "{failed:?}");
+    let scores = std::fs::read_to_string(out.join("scores.csv")).unwrap();
+    assert_eq!(scores.lines().count(), 1 + 4 * (2 + 5) - 2);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `--weights bundle/manifest.json` loads a verified bundle (the same scores as the
+/// safetensors it came from); a tampered chunk is refused; and a folder holding an earlier
+/// run's outputs is skipped, not read back as input.
+#[test]
+fn detect_reads_verified_bundles_and_skips_earlier_outputs() {
+    let dir = scratch("bundle-cli");
+    let input = dir.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for i in 0..2 {
+        let name = format!("images/tiny_quickgelu_{i}.png");
+        std::fs::copy(fixture(&name), input.join(format!("{i}.png"))).unwrap();
+    }
+    let (cfg, weights) = tiny_model();
+    let bundle = dir.join("bundle");
+    kanoclip_ok(&[
+        "convert",
+        "--to",
+        "web",
+        "--clip-config",
+        &cfg,
+        "--weights",
+        &weights,
+        "--dtype",
+        "f32",
+        "--name",
+        "t",
+        "--out",
+        bundle.to_str().unwrap(),
+    ]);
+    let manifest = bundle.join("manifest.json");
+    let detect = |out: &std::path::Path, model: &[&str]| {
+        let mut args = vec![
+            "detect",
+            input.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(model);
+        kanoclip(&args)
+    };
+    let scores = |out: &std::path::Path| -> Vec<f64> {
+        let r: serde_json::Value = json_file(out.join("report.json"));
+        r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["score"].as_f64().unwrap())
+            .collect()
+    };
+    // The outputs go inside the input folder, twice: the second run must not read the
+    // first one's heatmaps and overlays.
+    let from_st = input.join("out-safetensors");
+    let run1 = detect(&from_st, &["--clip-config", &cfg, "--weights", &weights]);
+    assert!(
+        run1.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run1.stderr)
+    );
+    let from_bundle = input.join("out-bundle");
+    let run2 = detect(&from_bundle, &["--weights", manifest.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&run2.stderr);
+    assert!(run2.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("skipping") && stderr.contains("out-safetensors"),
+        "{stderr}"
+    );
+    let (a, b) = (scores(&from_st), scores(&from_bundle));
+    assert_eq!(
+        (a.len(), b.len()),
+        (2, 2),
+        "only the two inputs: {a:?} {b:?}"
+    );
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-5, "{a:?} vs {b:?}");
+    }
+    // One byte of a chunk changed: refused by its SHA-256, before any detection.
+    let chunk = std::fs::read_dir(&bundle)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "bin"))
+        .unwrap();
+    let mut bytes = std::fs::read(&chunk).unwrap();
+    bytes[1000] ^= 1;
+    std::fs::write(&chunk, &bytes).unwrap();
+    let run3 = detect(
+        &dir.join("out3"),
+        &["--weights", manifest.to_str().unwrap()],
+    );
+    let stderr = String::from_utf8_lossy(&run3.stderr);
+    assert!(
+        !run3.status.success() && stderr.contains("integrity check failed"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("SHA-256"), "{stderr}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// `--shard i/n` runs cover every input once, and `report merge` joins them into the
+/// report a single run writes (same files, same scores, same counts).
+#[test]
+fn sharded_detect_runs_merge_into_the_whole_report() {
+    let dir = scratch("shard");
+    let input = dir.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for i in 0..6 {
+        let src = fixture(&format!(
+            "images/{}",
+            [
+                "tiny_quickgelu_0.png",
+                "tiny_quickgelu_1.png",
+                "small_gelu_0.png"
+            ][i % 3]
+        ));
+        std::fs::copy(src, input.join(format!("img{i}.png"))).unwrap();
+    }
+    std::fs::write(input.join("broken.png"), b"not a png").unwrap();
+    let (cfg, weights) = tiny_model();
+    let detect = |out: &str, shard: Option<&str>| {
+        let out = dir.join(out);
+        let mut args = vec![
+            "detect",
+            input.to_str().unwrap(),
+            "--clip-config",
+            &cfg,
+            "--weights",
+            &weights,
+        ];
+        let o = out.to_str().unwrap().to_string();
+        args.extend(["--out", &o]);
+        if let Some(s) = shard {
+            args.extend(["--shard", s]);
+        }
+        kanoclip_ok(&args);
+        serde_json::from_slice::<serde_json::Value>(
+            &std::fs::read(out.join("report.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    let whole = detect("whole", None);
+    let shards: Vec<serde_json::Value> = (0..3)
+        .map(|i| detect(&format!("s{i}"), Some(&format!("{i}/3"))))
+        .collect();
+    let sizes: Vec<usize> = shards
+        .iter()
+        .map(|s| s["results"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(sizes.iter().sum::<usize>(), 7, "{sizes:?}");
+    let reports: Vec<String> = (0..3)
+        .map(|i| dir.join(format!("s{i}")).display().to_string())
+        .collect();
+    let merged_dir = dir.join("merged").display().to_string();
+    let mut args = vec!["report", "merge"];
+    args.extend(reports.iter().map(String::as_str));
+    args.extend(["--out", &merged_dir]);
+    kanoclip_ok(&args);
+    let merged: serde_json::Value = json_file(dir.join("merged/report.json"));
+    for key in ["images", "anomalous", "errors", "mode", "threshold"] {
+        assert_eq!(merged[key], whole[key], "{key}");
+    }
+    let by_file = |r: &serde_json::Value| -> Vec<(String, Option<f64>)> {
+        let mut v: Vec<_> = r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| (x["file"].as_str().unwrap().to_string(), x["score"].as_f64()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    assert_eq!(by_file(&merged), by_file(&whole));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("merged/report.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        1 + 7
+    );
+    // The same shard twice, or a bad shard: refused.
+    let twice = kanoclip(&[
+        "report",
+        "merge",
+        &reports[0],
+        &reports[0],
+        "--out",
+        &merged_dir,
+    ]);
+    assert!(
+        !twice.status.success() && String::from_utf8_lossy(&twice.stderr).contains("two reports")
+    );
+    let bad = kanoclip(&[
+        "detect",
+        input.to_str().unwrap(),
+        "--clip-config",
+        &cfg,
+        "--weights",
+        &weights,
+        "--shard",
+        "3/3",
+    ]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("0 ≤ i < n"));
     std::fs::remove_dir_all(dir).ok();
 }

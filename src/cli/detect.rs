@@ -38,6 +38,11 @@ pub struct DetectArgs {
     /// of refusing them; the report flags each as truncated.
     #[arg(long)]
     allow_truncated: bool,
+    /// Inspect only shard i of n (0-based, e.g. `--shard 2/8`): a deterministic share of
+    /// the inputs by a hash of each path, so that the n shards of a job array cover every
+    /// input once; `kanoclip report merge` joins their reports.
+    #[arg(long)]
+    shard: Option<super::report::Shard>,
     /// Images per forward pass (only this many are decoded at once).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     batch: u16,
@@ -45,9 +50,10 @@ pub struct DetectArgs {
 
 const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "gif"];
 
-#[derive(Serialize)]
-struct Row {
-    file: String,
+/// One input's line of the report.
+#[derive(Serialize, serde::Deserialize)]
+pub(super) struct Row {
+    pub(super) file: String,
     score: Option<f32>,
     is_anomalous: Option<bool>,
     map_max: Option<f32>,
@@ -68,6 +74,9 @@ struct Row {
 #[derive(Serialize)]
 struct Report<'a> {
     mode: &'a str,
+    /// `i/n` with `--shard`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shard: Option<String>,
     backend: String,
     threshold: f64,
     images: usize,
@@ -78,12 +87,25 @@ struct Report<'a> {
     results: Vec<Row>,
 }
 
-/// Every file under `paths`, folders walked recursively in name order.
+/// The input files under `paths`, folders walked recursively in name order. A folder holding `report.jsonl` is the
+/// output of an earlier `kanoclip detect` (heatmaps, overlays): it is skipped with a
+/// warning, never silently read back as input.
 pub(super) fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for p in paths {
         if p.is_dir() {
-            for entry in walkdir::WalkDir::new(p).sort_by_file_name() {
+            let earlier_output = |e: &walkdir::DirEntry| {
+                let skip = e.file_type().is_dir() && e.path().join("report.jsonl").is_file();
+                if skip {
+                    eprintln!(
+                        "kanoclip: warning: skipping {}: it holds the outputs of an earlier run",
+                        e.path().display()
+                    );
+                }
+                !skip
+            };
+            let walk = walkdir::WalkDir::new(p).sort_by_file_name().into_iter();
+            for entry in walk.filter_entry(earlier_output) {
                 let entry =
                     entry.map_err(|e| Error::io(p, std::io::Error::other(e.to_string())))?;
                 if entry.file_type().is_file() {
@@ -149,7 +171,12 @@ fn save_png(path: &Path, img: &image::RgbaImage) -> Result<()> {
 }
 
 pub fn run(args: DetectArgs) -> Result<()> {
-    let files = collect(&args.paths)?;
+    let mut files = collect(&args.paths)?;
+    if let Some(shard) = args.shard {
+        let all = files.len();
+        files.retain(|f| shard.contains(f));
+        eprintln!("kanoclip: shard {shard}: {} of {all} inputs", files.len());
+    }
     check_writable(&args.out)?;
     let (detector, mode) = args.model.detector()?;
     let few_shot = args.few_shot.apply(&detector)?;
@@ -208,11 +235,12 @@ pub fn run(args: DetectArgs) -> Result<()> {
 
     let report = Report {
         mode,
+        shard: args.shard.map(|s| s.to_string()),
         backend: args.model.backend.to_string(),
         threshold: detector.threshold(),
-        images: rows.iter().filter(|r| r.error.is_none()).count(),
-        anomalous: rows.iter().filter(|r| r.is_anomalous == Some(true)).count(),
-        errors: rows.iter().filter(|r| r.error.is_some()).count(),
+        images: images(&rows),
+        anomalous: anomalous(&rows),
+        errors: rows.len() - images(&rows),
         few_shot,
         results: rows,
     };
@@ -231,6 +259,16 @@ pub fn run(args: DetectArgs) -> Result<()> {
         args.out.join("report.json").display()
     );
     Ok(())
+}
+
+/// The rows that were scored.
+pub(super) fn images(rows: &[Row]) -> usize {
+    rows.iter().filter(|r| r.error.is_none()).count()
+}
+
+/// The rows found anomalous.
+pub(super) fn anomalous(rows: &[Row]) -> usize {
+    rows.iter().filter(|r| r.is_anomalous == Some(true)).count()
 }
 
 fn empty_row(file: &Path) -> Row {
@@ -359,7 +397,7 @@ fn write_outputs(
     }
 }
 
-fn csv(rows: &[Row]) -> String {
+pub(super) fn csv(rows: &[Row]) -> String {
     let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
     let num = |v: Option<f32>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
     let mut out = String::from(

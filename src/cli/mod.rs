@@ -7,6 +7,7 @@ mod eval;
 mod knowledge;
 mod model;
 mod reference;
+mod report;
 mod synth;
 mod train;
 
@@ -44,6 +45,9 @@ enum Command {
     Reference(reference::ReferenceCommand),
     /// Write the browser bundle (manifest and checksummed chunks) for the wasm build.
     Convert(convert::ConvertArgs),
+    /// Reports: `merge` joins the reports of `detect --shard i/n` runs.
+    #[command(subcommand)]
+    Report(report::ReportCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -71,6 +75,7 @@ pub fn main() -> ExitCode {
         Command::Knowledge(args) => knowledge::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Reference(command) => reference::run(command),
+        Command::Report(command) => report::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
