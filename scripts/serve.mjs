@@ -1,9 +1,13 @@
 // A static file server for the demo and the browser tests: 127.0.0.1 only, the right MIME
-// types (application/wasm), no caching headers that would hide a rebuild.
+// types (application/wasm), no caching headers that would hide a rebuild, and the same
+// Content-Security-Policy on every response: a worker takes its policy from its own
+// response, not from the page, so the worker scripts need the header too.
+// Paths are decoded once and must stay inside the served folder: `..`, encoded
+// separators, NUL bytes and malformed escapes get 400 or 403, never a file outside it.
 //   node scripts/serve.mjs [dir] [port]
 import { createServer } from 'node:http';
 import { createReadStream, statSync } from 'node:fs';
-import { extname, join, normalize, resolve } from 'node:path';
+import { extname, resolve, sep } from 'node:path';
 
 const TYPES = {
   '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.mjs': 'text/javascript; charset=utf-8',
@@ -12,23 +16,42 @@ const TYPES = {
   '.d.ts': 'text/plain',
 };
 
+export const CSP =
+  "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; connect-src 'self'; " +
+  "img-src 'self' blob: data:; media-src 'self' blob: mediastream:; style-src 'self'; font-src 'self'; " +
+  "object-src 'none'; base-uri 'none'; form-action 'none'";
+
+/** The file a request path names under `root`, or an HTTP status saying why there is none. */
+export function resolvePath(root, url) {
+  let path;
+  try {
+    path = decodeURIComponent(new URL(url, 'http://x').pathname);
+  } catch {
+    return 400; // a malformed escape such as %E0%A4%A
+  }
+  if (path.includes('\0') || path.includes('\\')) return 400;
+  const file = resolve(root, '.' + path);
+  if (file !== root && !file.startsWith(root + sep)) return 403;
+  return file;
+}
+
 export function serve(dir, port = 0) {
   const root = resolve(dir);
   const server = createServer((req, res) => {
-    const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
-    let file = normalize(join(root, path));
-    if (!file.startsWith(root)) {
-      res.writeHead(403).end();
+    let file = resolvePath(root, req.url);
+    if (typeof file === 'number') {
+      res.writeHead(file, { 'Content-Type': 'text/plain' }).end(file === 403 ? 'forbidden' : 'bad request');
       return;
     }
     try {
-      if (statSync(file).isDirectory()) file = join(file, 'index.html');
+      if (statSync(file).isDirectory()) file = resolve(file, 'index.html');
       const size = statSync(file).size;
       res.writeHead(200, {
         'Content-Type': TYPES[extname(file)] || 'application/octet-stream',
         'Content-Length': size,
         'Cache-Control': 'no-cache',
         'X-Content-Type-Options': 'nosniff',
+        'Content-Security-Policy': CSP,
       });
       createReadStream(file).pipe(res);
     } catch {

@@ -14,12 +14,12 @@
 
 use std::rc::Rc;
 
-use image::{DynamicImage, RgbaImage};
+use image::DynamicImage;
 use js_sys::{Float32Array, Promise, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-use crate::clip::preprocess::{MAX_PIXELS, decode_image};
+use crate::clip::preprocess::{decode_image, rgba_image};
 use crate::detect::bundle::Manifest;
 use crate::detect::memory::{FewShot, ReferenceImage, ReferenceMemory};
 use crate::detect::{Detection, Detector, JsDetection, MemoryOptions, calibration_rule};
@@ -33,8 +33,10 @@ pub fn start() {
     console_error_panic_hook::set_once();
 }
 
+/// A Rust error for JavaScript: `[kind] message`, where `kind` is [`Error::kind`]; the
+/// package turns the kind into a `KanoclipError` code.
 fn js_err(e: Error) -> JsError {
-    JsError::new(&e.to_string())
+    JsError::new(&format!("[{}] {e}", e.kind()))
 }
 
 /// A detector loaded from a web bundle. The detector owns the threshold.
@@ -56,6 +58,13 @@ fn to_js(d: &Detection, backend: &str, total_ms: f64) -> Result<JsValue, JsError
     Ok(o)
 }
 
+/// Check a manifest's text before any chunk is fetched or cached: format, config, sizes,
+/// chunk lists and chunk paths ([`Manifest::from_json_str`]).
+#[wasm_bindgen(js_name = checkManifest)]
+pub fn check_manifest(text: &str) -> Result<(), JsError> {
+    Manifest::from_json_str(text).map(drop).map_err(js_err)
+}
+
 #[wasm_bindgen]
 impl WebDetector {
     /// Load a bundle: the manifest's JSON text and its reassembled, verified files (`head`
@@ -70,9 +79,11 @@ impl WebDetector {
         let (dev, name) = match backend.as_str() {
             "cpu" => (device(BackendKind::Cpu).await.map_err(js_err)?, "cpu"),
             "webgpu" => (
-                device(BackendKind::Wgpu)
-                    .await
-                    .map_err(|e| JsError::new(&format!("WebGPU is not available here: {e}")))?,
+                device(BackendKind::Wgpu).await.map_err(|e| {
+                    JsError::new(&format!(
+                        "[backend-unavailable] WebGPU is not available here: {e}"
+                    ))
+                })?,
                 "webgpu",
             ),
             "auto" => match device(BackendKind::Wgpu).await {
@@ -81,7 +92,7 @@ impl WebDetector {
             },
             other => {
                 return Err(JsError::new(&format!(
-                    "backend must be webgpu, cpu or auto, not {other:?}"
+                    "[invalid] backend must be webgpu, cpu or auto, not {other:?}"
                 )));
             }
         };
@@ -121,16 +132,16 @@ impl WebDetector {
     pub fn detect_encoded(&self, bytes: Vec<u8>) -> Promise {
         match decode_image(&bytes) {
             Ok(img) => self.run(img),
-            Err(e) => Promise::reject(&JsError::new(&e.to_string()).into()),
+            Err(e) => Promise::reject(&js_err(e).into()),
         }
     }
 
     /// Detect on RGBA pixels (`width × height × 4` bytes, as `ImageData` holds them).
     #[wasm_bindgen(js_name = detectRgba)]
     pub fn detect_rgba(&self, rgba: Vec<u8>, width: u32, height: u32) -> Promise {
-        match rgba_image(rgba, width, height) {
+        match rgba_image(width, height, rgba) {
             Ok(img) => self.run(img),
-            Err(p) => Promise::reject(&JsError::new(&p).into()),
+            Err(e) => Promise::reject(&js_err(e).into()),
         }
     }
 
@@ -149,7 +160,7 @@ impl WebDetector {
             return Promise::reject(&js_err(e).into());
         }
         if names.len() as u32 != images.length() {
-            return Promise::reject(&JsError::new("one name per reference image").into());
+            return Promise::reject(&JsError::new("[invalid] one name per reference image").into());
         }
         let (mut decoded, mut sources, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
         for (item, name) in images.iter().zip(names) {
@@ -170,7 +181,7 @@ impl WebDetector {
                     .collect::<Vec<_>>()
                     .join("; ");
                 return Err(JsError::new(&format!(
-                    "no reference image could be read{}{why}",
+                    "[image] no reference image could be read{}{why}",
                     if why.is_empty() { "" } else { ": " }
                 ))
                 .into());
@@ -216,7 +227,7 @@ impl WebDetector {
         let (memory, _) = self
             .inner
             .memory()
-            .ok_or_else(|| JsError::new("there is no reference memory to export"))?;
+            .ok_or_else(|| JsError::new("[invalid] there is no reference memory to export"))?;
         memory.to_bytes().map_err(js_err)
     }
 
@@ -293,25 +304,6 @@ fn reference_info(detector: &Detector, skipped: Vec<Skipped>) -> Result<JsValue,
         .map_err(|e| JsError::new(&format!("cannot describe the reference memory: {e}")))
 }
 
-/// RGBA pixels as an image, with the size checks of `detectRgba`.
-fn rgba_image(rgba: Vec<u8>, width: u32, height: u32) -> Result<DynamicImage, String> {
-    let pixels = u64::from(width) * u64::from(height);
-    if width == 0 || height == 0 {
-        return Err(format!("the image is {width}×{height} pixels"));
-    }
-    if pixels > MAX_PIXELS {
-        return Err(format!(
-            "{width}×{height} is over the {MAX_PIXELS}-pixel limit"
-        ));
-    }
-    if rgba.len() as u64 != pixels * 4 {
-        return Err(format!("{} bytes for {width}×{height} RGBA", rgba.len()));
-    }
-    RgbaImage::from_raw(width, height, rgba)
-        .map(DynamicImage::ImageRgba8)
-        .ok_or_else(|| "bad RGBA buffer".into())
-}
-
 /// One reference: a `Uint8Array` file or an `{ rgba, width, height }` object, with the
 /// SHA-256 of its bytes.
 fn reference_image(item: &JsValue) -> Result<(DynamicImage, String), String> {
@@ -336,7 +328,9 @@ fn reference_image(item: &JsValue) -> Result<(DynamicImage, String), String> {
     };
     let (width, height) = (dim("width")?, dim("height")?);
     let sha = sha256_hex(&rgba);
-    rgba_image(rgba, width, height).map(|i| (i, sha))
+    rgba_image(width, height, rgba)
+        .map(|i| (i, sha))
+        .map_err(|e| e.to_string())
 }
 
 /// The calibration rule (`max(mean + 3·std, max + 1e-4)` over normal images' scores).

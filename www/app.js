@@ -6,9 +6,11 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const MODEL = params.get('model') || 'model/manifest.json';
 const SAMPLES = ['good', 'crack', 'colour'].map((n) => `samples/hazelnut_toy/${n}.jpg`);
+// Ground-truth masks of the samples that have a defect.
+const MASKS = { crack: 'samples/hazelnut_toy/crack_mask.jpg', colour: 'samples/hazelnut_toy/colour_mask.jpg' };
 
 let detector = null;
-let last = null; // { result, source, input }
+let last = null; // { result, source, input, mask }
 let referenceFiles = null; // the known-good images in force, re-applied after a reload
 let busy = Promise.resolve();
 
@@ -16,7 +18,41 @@ function fail(e) {
   $('error').textContent = `Error: ${e.message || e}`;
 }
 
+/** Every control that needs the model is disabled until it is ready (and while it reloads). */
+function setReady(ready) {
+  for (const el of document.querySelectorAll('[data-needs-model], #samples button')) el.disabled = !ready;
+  $('drop').setAttribute('aria-disabled', String(!ready));
+}
+
+/** The colour scale of the map, drawn by the package's own colouring of a 0→1 ramp. */
+async function drawLegend() {
+  const width = 256;
+  const map = Float32Array.from({ length: width }, (_, i) => i / (width - 1));
+  const bar = await detector.heatmap({ width, height: 1, map }, 1);
+  $('legend').getContext('2d').drawImage(bar, 0, 0);
+  bar.close();
+}
+
+/** The sample's ground-truth mask beside the map, when asked for and known. */
+async function drawTruth() {
+  const show = $('show-truth').checked && last?.mask;
+  if (!show) {
+    $('truth-figure').hidden = true;
+    return;
+  }
+  const { result, mask } = last;
+  const bitmap = await createImageBitmap(await (await fetch(mask)).blob());
+  const c = $('truth');
+  c.width = result.width;
+  c.height = result.height;
+  c.getContext('2d').drawImage(bitmap, 0, 0, result.width, result.height);
+  bitmap.close();
+  // Shown once drawn, and only if it is still the image on show.
+  $('truth-figure').hidden = last?.mask !== mask || !$('show-truth').checked;
+}
+
 async function load(backend) {
+  setReady(false);
   detector?.dispose();
   detector = null;
   $('progress').value = 0;
@@ -25,6 +61,7 @@ async function load(backend) {
   detector = await createDetector({
     weights: MODEL,
     backend,
+    stats: params.has('stats'),
     onProgress: (p) => {
       if (p.phase === 'weights' && p.total > 0) $('progress').value = p.loaded / p.total;
       $('progress-label').textContent =
@@ -42,11 +79,13 @@ async function load(backend) {
   $('threshold-value').textContent = detector.threshold.toFixed(3);
   window.kanoclipDemo.loadMs = performance.now() - t0;
   if (referenceFiles) await applyReferences(referenceFiles, false);
+  await drawLegend();
+  setReady(true);
   return detector;
 }
 
 async function draw() {
-  if (!last) return;
+  if (!last || !detector) return;
   const { result, source } = last;
   const view = $('view');
   view.width = result.width;
@@ -56,6 +95,8 @@ async function draw() {
   const overlay = await detector.heatmap(result, Number($('opacity').value));
   ctx.drawImage(overlay, 0, 0);
   overlay.close();
+  $('show-truth').disabled = !last.mask;
+  await drawTruth();
 }
 
 function show(result) {
@@ -68,9 +109,14 @@ function show(result) {
     `model ${ms.forwardMs.toFixed(0)}, post ${ms.postprocessMs.toFixed(0)})`;
 }
 
-/** Inspect a Blob (file, paste, sample). Returns the result, or null after showing an error. */
-async function inspect(blob) {
+/**
+ * Inspect a Blob (file, paste, sample; `mask`: a sample's ground-truth mask URL). Returns
+ * the result, or null after showing an error.
+ */
+async function inspect(blob, mask = null) {
+  if (!detector) return null;
   const run = async () => {
+    if (!detector) return null;
     $('error').textContent = '';
     try {
       const result = await detector.detect(blob);
@@ -81,7 +127,7 @@ async function inspect(blob) {
         source = await createImageBitmap(new ImageData(result.width, result.height));
       }
       last?.source.close?.();
-      last = { result, source, input: blob };
+      last = { result, source, input: blob, mask };
       show(result);
       await draw();
       return result;
@@ -96,6 +142,7 @@ async function inspect(blob) {
 }
 
 async function inspectCanvas(canvas) {
+  if (!detector) return;
   $('error').textContent = '';
   try {
     const result = await detector.detect(canvas);
@@ -122,27 +169,52 @@ async function applyReferences(files, calibrate) {
     `(${(info.bytes / 1e6).toFixed(1)} MB memory).`;
   if (info.skipped.length) text += ` Skipped ${info.skipped.length}: ${info.skipped.map((s) => `${s.name} (${s.error})`).join('; ')}.`;
   if (calibrate) {
-    const cal = await detector.calibrate(files.filter((f) => !info.skipped.some((s) => s.name === f.name)));
-    $('threshold').value = String(cal.threshold);
-    $('threshold-value').textContent = cal.threshold.toFixed(3);
-    const max = Math.max(...cal.scores);
-    text += ` Threshold set to ${cal.threshold.toFixed(3)}: the highest of their scores is ${max.toFixed(3)}, ` +
-      'and the threshold is three standard deviations above their mean, never at or below one of them.';
+    const usable = files.filter((f) => !info.skipped.some((s) => s.name === f.name));
+    text += ` ${explain(await detector.calibrate(usable), usable)}`;
   }
   status.textContent = text;
   $('clear-references').disabled = false;
   return info;
 }
 
+/** Why the calibrated threshold is what it is; shows it on the slider. */
+function explain(cal, files) {
+  $('threshold').value = String(cal.threshold);
+  $('threshold-value').textContent = cal.threshold.toFixed(3);
+  const n = cal.scores.length;
+  const mean = cal.scores.reduce((a, b) => a + b, 0) / n;
+  const std = Math.sqrt(cal.scores.reduce((a, b) => a + (b - mean) ** 2, 0) / n);
+  const max = Math.max(...cal.scores);
+  let text = `Threshold set to ${cal.threshold.toFixed(3)} from ${n} normal image${n === 1 ? '' : 's'}: ` +
+    `their scores have mean ${mean.toFixed(3)}, standard deviation ${std.toFixed(3)} and maximum ${max.toFixed(3)}. ` +
+    `The threshold is the larger of mean + 3 × deviation (${(mean + 3 * std).toFixed(3)}) and just above the ` +
+    'highest score, so that none of these images is called anomalous.';
+  if (cal.skipped.length) {
+    text += ` Skipped ${cal.skipped.length}: ${cal.skipped.map((s) => `${files[s.index].name} (${s.error})`).join('; ')}.`;
+  }
+  return text;
+}
+
 async function rerun() {
-  if (last?.input) await inspect(last.input);
+  if (last?.input) await inspect(last.input, last.mask);
+}
+
+function stopCamera() {
+  const v = $('video');
+  for (const t of v.srcObject?.getTracks() ?? []) t.stop();
+  v.srcObject = null;
+  v.hidden = true;
+  $('snap').hidden = true;
+  $('camera-stop').hidden = true;
+  $('camera').hidden = false;
 }
 
 function setup() {
   const drop = $('drop');
-  drop.addEventListener('click', () => $('file').click());
+  const dropReady = () => drop.getAttribute('aria-disabled') !== 'true';
+  drop.addEventListener('click', () => dropReady() && $('file').click());
   drop.addEventListener('keydown', (e) => {
-    if (e.key === 'Enter' || e.key === ' ') {
+    if ((e.key === 'Enter' || e.key === ' ') && dropReady()) {
       e.preventDefault();
       $('file').click();
     }
@@ -167,7 +239,11 @@ function setup() {
     const f = item?.getAsFile();
     if (f) inspect(f);
   });
-  $('opacity').addEventListener('input', () => draw());
+  $('opacity').addEventListener('input', () => {
+    $('opacity-value').textContent = Number($('opacity').value).toFixed(2);
+    draw();
+  });
+  $('show-truth').addEventListener('change', () => drawTruth().catch(fail));
   $('threshold').addEventListener('input', async () => {
     const t = Number($('threshold').value);
     $('threshold-value').textContent = t.toFixed(3);
@@ -175,6 +251,7 @@ function setup() {
     if (last) show(last.result);
   });
   $('backend').addEventListener('change', async () => {
+    $('error').textContent = '';
     try {
       const t = detector?.threshold;
       await load($('backend').value);
@@ -186,16 +263,31 @@ function setup() {
       await rerun();
     } catch (e) {
       fail(e);
+      // Another backend may work: keep the choice open.
+      $('backend').disabled = false;
     }
   });
   $('references').addEventListener('change', async (e) => {
     const files = [...(e.target.files || [])];
-    if (!files.length) return;
+    if (!files.length || !detector) return;
     $('error').textContent = '';
     try {
       await applyReferences(files, $('calibrate-refs').checked);
       await rerun();
     } catch (err) {
+      fail(err);
+    }
+  });
+  $('calibrate-files').addEventListener('change', async (e) => {
+    const files = [...(e.target.files || [])];
+    if (!files.length || !detector) return;
+    $('error').textContent = '';
+    $('calibrate-status').textContent = `Scoring ${files.length} normal image${files.length === 1 ? '' : 's'}…`;
+    try {
+      $('calibrate-status').textContent = explain(await detector.calibrate(files), files);
+      if (last) show(last.result);
+    } catch (err) {
+      $('calibrate-status').textContent = 'Not calibrated.';
       fail(err);
     }
   });
@@ -208,6 +300,7 @@ function setup() {
     }
   });
   $('clear-references').addEventListener('click', async () => {
+    if (!detector) return;
     await detector.clearReference();
     referenceFiles = null;
     $('references-status').textContent = 'None: zero-shot mode.';
@@ -222,11 +315,14 @@ function setup() {
       v.srcObject = stream;
       v.hidden = false;
       $('snap').hidden = false;
+      $('camera-stop').hidden = false;
+      $('camera').hidden = true;
       await v.play();
     } catch (e) {
       fail(new Error(`the camera is not available (${e.message || e})`));
     }
   });
+  $('camera-stop').addEventListener('click', stopCamera);
   $('snap').addEventListener('click', () => {
     const v = $('video');
     const c = document.createElement('canvas');
@@ -244,7 +340,8 @@ function setup() {
     img.src = url;
     img.alt = `hazelnut sample: ${name}`;
     b.append(img);
-    b.addEventListener('click', async () => inspect(await (await fetch(url)).blob()));
+    b.disabled = true;
+    b.addEventListener('click', async () => inspect(await (await fetch(url)).blob(), MASKS[name] ?? null));
     $('samples').append(b);
   }
 }
@@ -260,5 +357,6 @@ setup();
 $('backend').value = params.get('backend') || 'auto';
 window.kanoclipDemo.ready = load($('backend').value).catch((e) => {
   fail(e);
+  $('backend').disabled = false;
   throw e;
 });

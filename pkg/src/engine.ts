@@ -3,6 +3,8 @@
 
 import type { Ready, Reply, Request } from './protocol.js';
 import { loadBundle } from './weights.js';
+import { KanoclipError, messageOf, toKanoclipError } from './errors.js';
+import { backendOf, builtReferenceOf, detectionOf, referenceInfoOf } from './check.js';
 
 import type { WebDetector } from '../wasm/kanoclip.js';
 
@@ -11,13 +13,23 @@ type Wasm = typeof import('../wasm/kanoclip.js');
 let wasmPromise: Promise<Wasm> | null = null;
 let wasmMemory: WebAssembly.Memory | null = null;
 
-/** Live WebGPU buffers made by this engine (creations minus destructions), for `stats`. */
-const gpu = { live: 0, created: 0 };
-const GPUDeviceClass = (globalThis as { GPUDevice?: { prototype: { createBuffer: (d: unknown) => unknown } } }).GPUDevice;
-if (GPUDeviceClass && !(GPUDeviceClass.prototype as { __kanoclipCounted?: boolean }).__kanoclipCounted) {
+/**
+ * Live WebGPU buffers (creations minus destructions) since counting began, for `stats`.
+ * Counting wraps `GPUDevice.prototype.createBuffer` in this engine's global scope (the
+ * worker's, by default), and only once stats are asked for (`stats: true` at load, or the
+ * first `stats()` call): importing the package changes nothing.
+ */
+const gpu = { live: 0, created: 0, counting: false };
+
+function countGpuBuffers(): void {
+  type Buffer = { destroy: () => void };
+  type DeviceClass = { prototype: { createBuffer: (d: unknown) => Buffer } };
+  const GPUDeviceClass = (globalThis as { GPUDevice?: DeviceClass }).GPUDevice;
+  if (gpu.counting || !GPUDeviceClass) return;
+  gpu.counting = true;
   const create = GPUDeviceClass.prototype.createBuffer;
   GPUDeviceClass.prototype.createBuffer = function (this: unknown, desc: unknown) {
-    const buffer = create.call(this, desc) as { destroy: () => void };
+    const buffer = create.call(this, desc);
     gpu.live++;
     gpu.created++;
     const destroy = buffer.destroy.bind(buffer);
@@ -29,24 +41,20 @@ if (GPUDeviceClass && !(GPUDeviceClass.prototype as { __kanoclipCounted?: boolea
     };
     return buffer;
   };
-  (GPUDeviceClass.prototype as { __kanoclipCounted?: boolean }).__kanoclipCounted = true;
 }
 
-async function wasm(): Promise<Wasm> {
+/** The wasm module, from `wasmUrl` (set by the first request, `load`) or beside this file. */
+async function wasm(wasmUrl?: string): Promise<Wasm> {
   if (!wasmPromise) {
     wasmPromise = (async () => {
       const m = await import('../wasm/kanoclip.js');
-      const exports = await m.default({ module_or_path: new URL('../wasm/kanoclip_bg.wasm', import.meta.url) });
+      const url = wasmUrl ?? new URL('../wasm/kanoclip_bg.wasm', import.meta.url);
+      const exports = await m.default({ module_or_path: url });
       wasmMemory = exports.memory;
       return m;
     })();
   }
   return wasmPromise;
-}
-
-function message(e: unknown): string {
-  if (e instanceof Error) return e.message;
-  return String(e);
 }
 
 /** A wasm trap (a Rust panic aborts) leaves the instance unusable: the host must restart. */
@@ -60,21 +68,22 @@ export function createEngine(post: (r: Reply, transfer?: Transferable[]) => void
   return async (req: Request): Promise<void> => {
     const { id } = req;
     if (broken) {
-      post({ id, type: 'error', message: 'the wasm module stopped; restarting', fatal: true });
+      post({ id, type: 'error', message: 'the wasm module stopped; restarting', code: 'INTERNAL', fatal: true });
       return;
     }
     try {
-      const m = await wasm();
+      const m = await wasm(req.type === 'load' ? req.wasmUrl : undefined);
       switch (req.type) {
         case 'load': {
-          const bundle = await loadBundle(req.manifestUrl, (progress) => post({ id, type: 'progress', progress }));
+          if (req.stats) countGpuBuffers();
+          const bundle = await loadBundle(req.manifestUrl, m.checkManifest, (progress) => post({ id, type: 'progress', progress }));
           post({ id, type: 'progress', progress: { phase: 'start', loaded: 0, total: 0, cached: bundle.cached } });
           const vision = bundle.files.get('vision');
-          if (!vision) throw new Error('the bundle has no vision file');
+          if (!vision) throw new KanoclipError('MODEL_INCOMPATIBLE', 'the bundle has no vision file');
           const head = bundle.files.get('head') ?? new Uint8Array(0);
           detector = await m.WebDetector.create(bundle.manifestText, vision, head, req.backend);
           const ready: Ready = {
-            backend: detector.backend() as Ready['backend'],
+            backend: backendOf(detector.backend()),
             threshold: detector.threshold(),
             notice: detector.notice() ?? null,
             name: bundle.manifest.name,
@@ -82,66 +91,72 @@ export function createEngine(post: (r: Reply, transfer?: Transferable[]) => void
             bundleBytes: bundle.manifest.files.reduce((n, f) => n + f.size, 0),
             cached: bundle.cached,
           };
-          post({ id, type: 'ok', value: ready });
+          post({ id, type: 'ok', kind: 'load', value: ready });
           return;
         }
         case 'threshold':
           need(detector).setThreshold(req.value);
-          post({ id, type: 'ok', value: null });
+          post({ id, type: 'ok', kind: 'threshold', value: null });
           return;
         case 'calibrate':
-          post({ id, type: 'ok', value: m.calibrationThreshold(new Float64Array(req.scores)) });
+          post({ id, type: 'ok', kind: 'calibrate', value: m.calibrationThreshold(new Float64Array(req.scores)) });
           return;
         case 'reference': {
-          post({ id, type: 'ok', value: await need(detector).setReference(req.items, req.names, req.weight) });
+          const info = builtReferenceOf(await need(detector).setReference(req.items, req.names, req.weight));
+          post({ id, type: 'ok', kind: 'reference', value: info });
           return;
         }
         case 'referenceInfo':
-          post({ id, type: 'ok', value: need(detector).referenceInfo() });
+          post({ id, type: 'ok', kind: 'referenceInfo', value: referenceInfoOf(need(detector).referenceInfo()) });
           return;
         case 'clearReference':
           need(detector).clearReference();
-          post({ id, type: 'ok', value: null });
+          post({ id, type: 'ok', kind: 'clearReference', value: null });
           return;
         case 'exportReference': {
           const bytes = need(detector).exportReference();
-          post({ id, type: 'ok', value: bytes }, [bytes.buffer]);
+          post({ id, type: 'ok', kind: 'exportReference', value: bytes }, [bytes.buffer]);
           return;
         }
         case 'importReference':
-          post({ id, type: 'ok', value: need(detector).importReference(req.bytes, req.weight) });
+          post({ id, type: 'ok', kind: 'importReference', value: builtReferenceOf(need(detector).importReference(req.bytes, req.weight)) });
           return;
         case 'fewShotWeight':
           need(detector).setFewShotWeight(req.value);
-          post({ id, type: 'ok', value: null });
+          post({ id, type: 'ok', kind: 'fewShotWeight', value: null });
           return;
         case 'panic':
           m.debugPanic();
           return;
         case 'stats': {
-          post({ id, type: 'ok', value: { wasmBytes: wasmMemory?.buffer.byteLength ?? null, gpuBuffersLive: gpu.live, gpuBuffersCreated: gpu.created } });
+          countGpuBuffers();
+          post({ id, type: 'ok', kind: 'stats', value: { wasmBytes: wasmMemory?.buffer.byteLength ?? null, gpuBuffersLive: gpu.live, gpuBuffersCreated: gpu.created } });
           return;
         }
         case 'encoded':
         case 'rgba': {
           const d = need(detector);
-          const result =
-            req.type === 'encoded'
-              ? await d.detectEncoded(req.bytes)
-              : await d.detectRgba(req.rgba, req.width, req.height);
-          post({ id, type: 'ok', value: result }, [(result as { map: Float32Array }).map.buffer]);
+          const result = detectionOf(
+            req.type === 'encoded' ? await d.detectEncoded(req.bytes) : await d.detectRgba(req.rgba, req.width, req.height),
+          );
+          post({ id, type: 'ok', kind: req.type, value: result }, [result.map.buffer]);
           return;
         }
       }
     } catch (e) {
       const fatal = isTrap(e);
       if (fatal) broken = true;
-      post({ id, type: 'error', message: fatal ? `the wasm module stopped (${message(e)}); restarting` : message(e), fatal });
+      if (fatal) {
+        post({ id, type: 'error', message: `the wasm module stopped (${messageOf(e)}); restarting`, code: 'INTERNAL', fatal });
+      } else {
+        const k = toKanoclipError(e);
+        post({ id, type: 'error', message: k.message, code: k.code, fatal });
+      }
     }
   };
 }
 
 function need(d: WebDetector | null): WebDetector {
-  if (!d) throw new Error('the detector is not loaded');
+  if (!d) throw new KanoclipError('INTERNAL', 'the detector is not loaded');
   return d;
 }

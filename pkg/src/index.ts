@@ -3,8 +3,13 @@
 // anywhere. Inference runs in a Web Worker by default, one request at a time.
 
 import { createEngine } from './engine.js';
+import { CACHE_NAME as CACHE_NAME_LOCAL } from './weights.js';
+import { answers } from './protocol.js';
 import type {
   BackendChoice,
+  DetectionResult,
+  Kind,
+  Ok,
   Payload,
   Progress,
   Ready,
@@ -14,22 +19,45 @@ import type {
   Request,
   RequestBody,
   Stats,
+  Values,
 } from './protocol.js';
 import { turbo } from './turbo.js';
+import { KanoclipError, toKanoclipError } from './errors.js';
+import type { ErrorCode } from './errors.js';
 
-export type { BackendChoice, Progress, ReferenceInfo, Stats } from './protocol.js';
+export type { BackendChoice, DetectionResult, Progress, ReferenceInfo, Stats, Timings } from './protocol.js';
 export { CACHE_NAME } from './weights.js';
+export { KanoclipError } from './errors.js';
+export type { ErrorCode } from './errors.js';
 
+/**
+ * What `detect` takes: an image, canvas, bitmap, pixels, video frame, file or URL.
+ *
+ * @example
+ * const r = await detector.detect(document.querySelector('video')); // a camera's current frame
+ */
 export type ImageInput =
   | HTMLImageElement
   | HTMLCanvasElement
   | OffscreenCanvas
   | ImageBitmap
   | ImageData
+  | HTMLVideoElement
+  | VideoFrame
   | Blob
   | File
   | string;
 
+/**
+ * Options of `createDetector`.
+ *
+ * @example
+ * const detector = await createDetector({
+ *   weights: '/model/manifest.json',
+ *   backend: 'auto',
+ *   onProgress: (p) => console.log(p.phase, p.loaded, p.total),
+ * });
+ */
 export interface DetectorOptions {
   /** URL of the bundle's `manifest.json` (from `kanoclip convert --to web`). */
   weights: string | URL;
@@ -38,27 +66,50 @@ export interface DetectorOptions {
   onProgress?: (p: Progress) => void;
   /** Run inference in a Web Worker (default) or on the calling thread. */
   worker?: boolean;
+  /**
+   * Count live WebGPU buffers from the start, for `stats()` (a debugging aid: it wraps
+   * `GPUDevice.prototype.createBuffer` inside the worker). Off by default; `stats()`
+   * starts counting when first called.
+   */
+  stats?: boolean;
+  /** Cancels the download and start-up: `createDetector` then rejects with `ABORTED`. */
+  signal?: AbortSignal;
+  /**
+   * Where the app serves the package's `dist/worker.js` (the subpath export
+   * `kanoclip-wasm/worker`), for bundlers that do not emit it themselves (esbuild).
+   * Vite and webpack need nothing. A cross-origin URL is started through a `blob:` module.
+   */
+  workerUrl?: string | URL;
+  /**
+   * Where the app serves `wasm/kanoclip_bg.wasm` (the subpath export `kanoclip-wasm/wasm`),
+   * like onnxruntime-web's `wasmPaths`; by default, next to the worker's files.
+   */
+  wasmUrl?: string | URL;
 }
 
-export interface Timings {
-  preprocessMs: number;
-  forwardMs: number;
-  postprocessMs: number;
-  totalMs: number;
+/**
+ * Options of one `detect` call.
+ * @example
+ * const result = await detector.detect(file, { signal: AbortSignal.timeout(10_000) });
+ */
+export interface DetectOptions {
+  /** Cancels the call while it waits its turn or runs: it rejects with `ABORTED`. */
+  signal?: AbortSignal;
 }
 
-export interface DetectionResult {
-  /** Fused image score (0.5 · global probability + 0.5 · map maximum). */
-  score: number;
-  isAnomalous: boolean;
-  threshold: number;
-  globalProbability: number;
-  /** The anomaly map at the image's size, row-major, values in [0, 1]. */
-  map: Float32Array;
-  width: number;
-  height: number;
-  backend: 'webgpu' | 'cpu';
-  timings: Timings;
+const err = (code: ErrorCode, message: string) => new KanoclipError(code, message);
+const disposed = () => err('DISPOSED', 'the detector was disposed');
+const aborted = () => err('ABORTED', 'the call was aborted');
+
+/** `p`, or an `ABORTED` rejection as soon as `signal` aborts (the work itself is dropped). */
+function abortable<T>(p: Promise<T>, signal?: AbortSignal): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(aborted());
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(aborted());
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 interface Transport {
@@ -67,13 +118,31 @@ interface Transport {
 }
 
 type Pending = {
-  resolve: (v: unknown) => void;
+  /** Settles the request's promise with the reply's value, if it answers that request. */
+  accept: (ok: Ok) => void;
   reject: (e: Error) => void;
   onProgress?: (p: Progress) => void;
 };
 
-function workerTransport(onReply: (r: Reply) => void, onCrash: (e: string) => void): Transport {
-  const w = new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name: 'kanoclip' });
+/**
+ * The inference worker. By default its URL is the package's own `dist/worker.js`, which
+ * Vite and webpack find and emit; with `workerUrl` (for bundlers that do not follow
+ * `new URL(…, import.meta.url)`, such as esbuild), that file wherever the app serves it.
+ * A module worker must come from the page's origin: one from another origin (a CDN) is
+ * started through a same-origin `blob:` module that imports it.
+ */
+function startWorker(workerUrl?: string): Worker {
+  // Literal options: Vite reads them statically.
+  if (!workerUrl) return new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name: 'kanoclip' });
+  const options: WorkerOptions = { type: 'module', name: 'kanoclip' };
+  const url = new URL(workerUrl, globalThis.location?.href);
+  if (typeof location === 'undefined' || url.origin === location.origin) return new Worker(url, options);
+  const trampoline = new Blob([`import ${JSON.stringify(url.href)};`], { type: 'text/javascript' });
+  return new Worker(URL.createObjectURL(trampoline), options);
+}
+
+function workerTransport(onReply: (r: Reply) => void, onCrash: (e: string) => void, workerUrl?: string): Transport {
+  const w = startWorker(workerUrl);
   w.onmessage = (ev: MessageEvent<Reply>) => onReply(ev.data);
   w.onerror = (ev: ErrorEvent) => {
     ev.preventDefault();
@@ -96,6 +165,16 @@ function inlineTransport(onReply: (r: Reply) => void): Transport {
   };
 }
 
+const DEBUG_PANIC: unique symbol = Symbol.for('kanoclip.debugPanic') as typeof DEBUG_PANIC;
+
+/**
+ * A loaded model: inspects images, one call at a time. Made by `createDetector`.
+ *
+ * @example
+ * const detector = await createDetector({ weights: '/model/manifest.json' });
+ * const result = await detector.detect(file);
+ * detector.dispose();
+ */
 export class Detector {
   #transport!: Transport;
   #pending = new Map<number, Pending>();
@@ -103,7 +182,11 @@ export class Detector {
   #queue: Promise<unknown> = Promise.resolve();
   #disposed = false;
   #needsRestart = false;
-  #options: Required<Pick<DetectorOptions, 'backend' | 'worker'>> & { manifestUrl: string };
+  #options: Required<Pick<DetectorOptions, 'backend' | 'worker' | 'stats'>> & {
+    manifestUrl: string;
+    workerUrl?: string;
+    wasmUrl?: string;
+  };
   #ready!: Ready;
   #threshold = 0.5;
   /** A threshold set by the user, kept across restarts. */
@@ -116,33 +199,70 @@ export class Detector {
     this.#options = {
       backend: options.backend ?? 'auto',
       worker: options.worker ?? true,
+      stats: options.stats ?? false,
+      workerUrl: options.workerUrl === undefined ? undefined : String(options.workerUrl),
+      wasmUrl:
+        options.wasmUrl === undefined ? undefined : new URL(String(options.wasmUrl), globalThis.location?.href).href,
       manifestUrl: new URL(String(options.weights), globalThis.location?.href).href,
     };
   }
 
-  /** Download (or read from Cache Storage), verify and start the model. */
+  /**
+   * Download (or read from Cache Storage), verify and start the model. The same as
+   * `createDetector`.
+   * @example
+   * const detector = await Detector.create({ weights: '/model/manifest.json', backend: 'cpu' });
+   */
   static async create(options: DetectorOptions): Promise<Detector> {
     const backend = options.backend ?? 'auto';
     if (!['webgpu', 'cpu', 'auto'].includes(backend)) {
-      throw new Error(`backend must be 'webgpu', 'cpu' or 'auto', not ${JSON.stringify(backend)}`);
+      throw err('INVALID_ARGUMENT', `backend must be 'webgpu', 'cpu' or 'auto', not ${JSON.stringify(backend)}`);
     }
     const d = new Detector(options);
-    await d.#start(options.onProgress);
+    const { signal } = options;
+    if (signal?.aborted) throw aborted();
+    const stop = () => d.dispose();
+    signal?.addEventListener('abort', stop, { once: true });
+    try {
+      await abortable(d.#start(options.onProgress), signal);
+    } catch (e) {
+      d.dispose();
+      throw signal?.aborted ? aborted() : toKanoclipError(e);
+    } finally {
+      signal?.removeEventListener('abort', stop);
+    }
     return d;
   }
 
-  /** `webgpu` or `cpu`: where inference runs. */
+  /**
+   * `webgpu` or `cpu`: where inference runs.
+   * @example
+   * if (detector.backend === 'cpu') console.info('no WebGPU here: running on the CPU');
+   */
   get backend(): 'webgpu' | 'cpu' {
     return this.#ready.backend;
   }
+  /**
+   * The decision threshold in force: the bundle's, or the last `setThreshold`/`calibrate`.
+   * @example
+   * slider.value = String(detector.threshold);
+   */
   get threshold(): number {
     return this.#threshold;
   }
-  /** The bundle's notice (for instance that its model is an untrained test model), or null. */
+  /**
+   * The bundle's notice (for instance that its model is an untrained test model), or null.
+   * @example
+   * if (detector.notice) banner.textContent = detector.notice;
+   */
   get notice(): string | null {
     return this.#ready.notice;
   }
-  /** Model name, mode, bundle size and whether the weights came from the cache. */
+  /**
+   * Model name, mode, bundle size and whether the weights came from the cache.
+   * @example
+   * const { name, mode, bundleBytes, cached } = detector.info;
+   */
   get info(): Readonly<Ready> {
     return this.#ready;
   }
@@ -150,12 +270,20 @@ export class Detector {
   async #start(onProgress?: (p: Progress) => void): Promise<void> {
     const onReply = (r: Reply) => this.#onReply(r);
     const onCrash = (m: string) => this.#crash(m);
-    this.#transport = this.#options.worker ? workerTransport(onReply, onCrash) : inlineTransport(onReply);
-    this.#ready = (await this.#request(
-      { type: 'load', manifestUrl: this.#options.manifestUrl, backend: this.#options.backend },
+    this.#transport = this.#options.worker
+      ? workerTransport(onReply, onCrash, this.#options.workerUrl)
+      : inlineTransport(onReply);
+    this.#ready = await this.#request(
+      {
+        type: 'load',
+        manifestUrl: this.#options.manifestUrl,
+        backend: this.#options.backend,
+        stats: this.#options.stats,
+        wasmUrl: this.#options.wasmUrl,
+      },
       [],
       onProgress,
-    )) as Ready;
+    );
     // A restarted engine keeps the threshold the user set.
     if (this.#override !== null) await this.#request({ type: 'threshold', value: this.#override }, []);
     if (this.#memory) {
@@ -174,32 +302,41 @@ export class Detector {
       return;
     }
     this.#pending.delete(r.id);
-    if (r.type === 'ok') p.resolve(r.value);
+    if (r.type === 'ok') p.accept(r);
     else {
       if (r.fatal) this.#needsRestart = true;
-      p.reject(new Error(`kanoclip: ${r.message}`));
+      p.reject(err(r.code, r.message));
     }
   }
 
   #crash(m: string): void {
     this.#needsRestart = true;
-    for (const [, p] of this.#pending) p.reject(new Error(`kanoclip: ${m}`));
+    for (const [, p] of this.#pending) p.reject(err('INTERNAL', m));
     this.#pending.clear();
   }
 
-  #request(body: RequestBody, transfer: Transferable[], onProgress?: (p: Progress) => void): Promise<unknown> {
-    if (this.#disposed) return Promise.reject(new Error('kanoclip: the detector was disposed'));
+  #request<K extends Kind>(
+    body: RequestBody & { type: K },
+    transfer: Transferable[],
+    onProgress?: (p: Progress) => void,
+  ): Promise<Values[K]> {
+    if (this.#disposed) return Promise.reject(disposed());
     const id = this.#nextId++;
+    const req: Request = { ...body, id };
     return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject, onProgress });
-      this.#transport.send({ ...body, id } as Request, transfer);
+      const accept = (ok: Ok) =>
+        answers(ok, body.type)
+          ? resolve(ok.value)
+          : reject(err('INTERNAL', `the engine answered a '${body.type}' request with a '${ok.kind}' reply`));
+      this.#pending.set(id, { accept, reject, onProgress });
+      this.#transport.send(req, transfer);
     });
   }
 
   /** Run `job` after every earlier call, restarting the engine first if it stopped. */
   #enqueue<T>(job: () => Promise<T>): Promise<T> {
     const run = async () => {
-      if (this.#disposed) throw new Error('kanoclip: the detector was disposed');
+      if (this.#disposed) throw disposed();
       if (this.#needsRestart) {
         this.#transport.terminate();
         await this.#start();
@@ -211,24 +348,68 @@ export class Detector {
     return p;
   }
 
-  /** Inspect one image. Calls are queued: concurrent calls run one after another. */
-  async detect(image: ImageInput): Promise<DetectionResult> {
-    if (this.#disposed) throw new Error('kanoclip: the detector was disposed');
-    const payload = await toPayload(image);
-    return this.#enqueue(
-      () =>
-        this.#request(
-          payload,
-          payload.type === 'encoded' ? [payload.bytes.buffer] : [payload.rgba.buffer],
-        ) as Promise<DetectionResult>,
-    );
+  /**
+   * Inspect one image. Calls are queued: concurrent calls run one after another. Pixel
+   * sources (canvas, image element, bitmap, ImageData) are copied when called, so a later
+   * change to them does not change the result; files, blobs and URLs are read only when
+   * their turn comes, so many queued calls do not hold many images in memory.
+   * @example
+   * const one = await detector.detect(file);
+   * const many = await detector.detect([a, b, c], { signal: AbortSignal.timeout(30_000) });
+   */
+  async detect(image: ImageInput, options?: DetectOptions): Promise<DetectionResult>;
+  async detect(images: ImageInput[], options?: DetectOptions): Promise<DetectionResult[]>;
+  async detect(
+    image: ImageInput | ImageInput[],
+    { signal }: DetectOptions = {},
+  ): Promise<DetectionResult | DetectionResult[]> {
+    if (Array.isArray(image)) return Promise.all(image.map((i) => this.detect(i, { signal })));
+    if (this.#disposed) throw disposed();
+    if (signal?.aborted) throw aborted();
+    const deferred = typeof image === 'string' || (typeof Blob !== 'undefined' && image instanceof Blob);
+    const snapshot = deferred ? null : await toPayload(image);
+    const job = this.#enqueue(async () => {
+      if (signal?.aborted) throw aborted();
+      const payload = snapshot ?? (await toPayload(image));
+      return this.#request(payload, payload.type === 'encoded' ? [payload.bytes.buffer] : [payload.rgba.buffer]);
+    });
+    return abortable(job, signal);
   }
 
-  /** The map as a TURBO-coloured overlay with the given opacity (0–1), at the image's size. */
+  /**
+   * Run one detect on a blank image, so that the first real one does not pay for shader
+   * compilation and memory pools.
+   *
+   * @example
+   * const detector = await createDetector({ weights: 'model/manifest.json' });
+   * await detector.warmup();
+   */
+  async warmup(): Promise<void> {
+    const size = 224;
+    await this.detect(new ImageData(new Uint8ClampedArray(size * size * 4).fill(128), size, size));
+  }
+
+  /**
+   * Delete every cached bundle (Cache Storage `kanoclip-weights-v1`); the next load
+   * downloads again. This detector keeps working.
+   * @example
+   * await Detector.clearCache(); // for instance from a "free disk space" button
+   */
+  static async clearCache(): Promise<boolean> {
+    return typeof caches === 'undefined' ? false : caches.delete(CACHE_NAME_LOCAL);
+  }
+
+  /**
+   * The map as a TURBO-coloured overlay with the given opacity (0–1), at the image's size.
+   * @example
+   * const overlay = await detector.heatmap(await detector.detect(img), 0.5);
+   * canvas.getContext('2d').drawImage(img, 0, 0);
+   * canvas.getContext('2d').drawImage(overlay, 0, 0);
+   */
   async heatmap(result: DetectionResult, opacity = 0.5): Promise<ImageBitmap> {
-    if (!(opacity >= 0 && opacity <= 1)) throw new Error('opacity must be between 0 and 1');
+    if (!(opacity >= 0 && opacity <= 1)) throw err('INVALID_ARGUMENT', 'opacity must be between 0 and 1');
     const { width, height, map } = result;
-    if (map.length !== width * height) throw new Error('the result has no map of its size');
+    if (map.length !== width * height) throw err('INVALID_ARGUMENT', 'the result has no map of its size');
     const px = new Uint8ClampedArray(width * height * 4);
     const alpha = Math.round(opacity * 255);
     for (let i = 0; i < map.length; i++) {
@@ -241,9 +422,13 @@ export class Detector {
     return createImageBitmap(new ImageData(px, width, height));
   }
 
-  /** Set the decision threshold used from now on. */
+  /**
+   * Set the decision threshold used from now on.
+   * @example
+   * await detector.setThreshold(0.6);
+   */
   async setThreshold(t: number): Promise<void> {
-    if (typeof t !== 'number' || !Number.isFinite(t)) throw new Error(`threshold ${t} is not a finite number`);
+    if (typeof t !== 'number' || !Number.isFinite(t)) throw err('INVALID_ARGUMENT', `threshold ${t} is not a finite number`);
     await this.#enqueue(() => this.#request({ type: 'threshold', value: t }, []));
     this.#override = t;
     this.#threshold = t;
@@ -251,17 +436,33 @@ export class Detector {
 
   /**
    * Set the threshold from images known to be normal: max(mean + 3·std, max + 1e-4) of their
-   * scores. Returns the threshold and the scores.
+   * scores (population std). Returns the threshold and the scores. An image that cannot be
+   * read (`BAD_IMAGE`, `IMAGE_TOO_LARGE`) is named in `skipped`, by its index in
+   * `normalImages`, and left out; none readable rejects with `BAD_IMAGE`.
+   * @example
+   * const { threshold, skipped } = await detector.calibrate([good1, good2, good3]);
    */
-  async calibrate(normalImages: ImageInput[]): Promise<{ threshold: number; scores: number[] }> {
+  async calibrate(
+    normalImages: ImageInput[],
+  ): Promise<{ threshold: number; scores: number[]; skipped: { index: number; error: string }[] }> {
     if (!Array.isArray(normalImages) || normalImages.length === 0) {
-      throw new Error('calibration needs at least one normal image');
+      throw err('INVALID_ARGUMENT', 'calibration needs at least one normal image');
     }
     const scores: number[] = [];
-    for (const img of normalImages) scores.push((await this.detect(img)).score);
-    const threshold = (await this.#enqueue(() => this.#request({ type: 'calibrate', scores }, []))) as number;
+    const skipped: { index: number; error: string }[] = [];
+    for (const [index, img] of normalImages.entries()) {
+      try {
+        scores.push((await this.detect(img)).score);
+      } catch (e) {
+        const k = toKanoclipError(e);
+        if (k.code !== 'BAD_IMAGE' && k.code !== 'IMAGE_TOO_LARGE') throw k;
+        skipped.push({ index, error: k.message });
+      }
+    }
+    if (scores.length === 0) throw err('BAD_IMAGE', `none of the ${normalImages.length} calibration images could be read`);
+    const threshold = await this.#enqueue(() => this.#request({ type: 'calibrate', scores }, []));
     await this.setThreshold(threshold);
-    return { threshold, scores };
+    return { threshold, scores, skipped };
   }
 
   /**
@@ -273,18 +474,20 @@ export class Detector {
    * @example
    * const info = await detector.setReference([good1, good2, good3, good4]);
    * console.log(`${info.count} references, ${info.bytes} bytes`);
+   * @example
+   * const info = await detector.setReference([good1, good2, good3, good4], { weight: 0.5 });
    */
   async setReference(
     images: ImageInput[],
     options: { weight?: number; names?: string[]; onProgress?: (p: Progress) => void } = {},
   ): Promise<ReferenceInfo> {
     if (!Array.isArray(images) || images.length === 0) {
-      throw new Error('kanoclip: setReference needs at least one known-good image');
+      throw err('INVALID_ARGUMENT', 'setReference needs at least one known-good image');
     }
     const weight = options.weight ?? 0.5;
-    if (!(weight >= 0 && weight <= 1)) throw new Error(`kanoclip: the few-shot weight ${weight} is not in [0, 1]`);
+    if (!(weight >= 0 && weight <= 1)) throw err('INVALID_ARGUMENT', `the few-shot weight ${weight} is not in [0, 1]`);
     const names = options.names ?? images.map((img, i) => (img instanceof File ? img.name : `reference ${i + 1}`));
-    if (names.length !== images.length) throw new Error('kanoclip: one name per reference image');
+    if (names.length !== images.length) throw err('INVALID_ARGUMENT', 'one name per reference image');
     const total = images.length + 1;
     const items: ReferenceItem[] = [];
     const keep: string[] = [];
@@ -302,7 +505,7 @@ export class Detector {
     const transfer = items.map((it) => (it instanceof Uint8Array ? it.buffer : it.rgba.buffer));
     const info = (await this.#enqueue(() =>
       this.#request({ type: 'reference', items, names: keep, weight }, transfer),
-    )) as ReferenceInfo;
+    ));
     info.skipped = [...unreadable, ...info.skipped];
     options.onProgress?.({ phase: 'reference', loaded: total, total, cached: false });
     await this.#keepMemory(weight);
@@ -310,21 +513,33 @@ export class Detector {
     return info;
   }
 
-  /** The reference memory in force (count, names, bytes, λ), or null in zero-shot mode. */
+  /**
+   * The reference memory in force (count, names, bytes, λ), or null in zero-shot mode.
+   * @example
+   * status.textContent = detector.reference ? `${detector.reference.count} known-good images` : 'zero-shot';
+   */
   get reference(): ReferenceInfo | null {
     return this.#reference;
   }
 
-  /** Back to zero-shot detection. */
+  /**
+   * Back to zero-shot detection.
+   * @example
+   * await detector.clearReference();
+   */
   async clearReference(): Promise<void> {
     await this.#enqueue(() => this.#request({ type: 'clearReference' }, []));
     this.#memory = null;
     this.#reference = null;
   }
 
-  /** λ of the memory in force, in [0, 1]. */
+  /**
+   * λ of the memory in force, in [0, 1]: the few-shot map's weight in the fused map.
+   * @example
+   * await detector.setFewShotWeight(0.7);
+   */
   async setFewShotWeight(weight: number): Promise<void> {
-    if (!(weight >= 0 && weight <= 1)) throw new Error(`kanoclip: the few-shot weight ${weight} is not in [0, 1]`);
+    if (!(weight >= 0 && weight <= 1)) throw err('INVALID_ARGUMENT', `the few-shot weight ${weight} is not in [0, 1]`);
     await this.#enqueue(() => this.#request({ type: 'fewShotWeight', value: weight }, []));
     if (this.#memory) this.#memory.weight = weight;
     if (this.#reference) this.#reference = { ...this.#reference, weight };
@@ -333,20 +548,28 @@ export class Detector {
   /**
    * The memory in force as bytes (a `kanoclip reference build` memory file), for an app
    * to keep, for instance in IndexedDB, and give back to `importReference`.
+   * @example
+   * const bytes = await detector.exportReference(); // keep it, e.g. in IndexedDB
+   * await detector.importReference(bytes);
    */
   async exportReference(): Promise<Uint8Array> {
-    if (!this.#memory) throw new Error('kanoclip: there is no reference memory to export');
+    if (!this.#memory) throw err('INVALID_ARGUMENT', 'there is no reference memory to export');
     return this.#memory.bytes.slice();
   }
 
-  /** Use memory bytes from `exportReference` or `kanoclip reference build`. */
+  /**
+   * Use memory bytes from `exportReference` or `kanoclip reference build`.
+   * @example
+   * const bytes = new Uint8Array(await (await fetch('/memory.bin')).arrayBuffer());
+   * await detector.importReference(bytes, { weight: 0.5 });
+   */
   async importReference(bytes: Uint8Array, options: { weight?: number } = {}): Promise<ReferenceInfo> {
     const weight = options.weight ?? 0.5;
-    if (!(bytes instanceof Uint8Array)) throw new Error('kanoclip: importReference takes a Uint8Array');
+    if (!(bytes instanceof Uint8Array)) throw err('INVALID_ARGUMENT', 'importReference takes a Uint8Array');
     const copy = bytes.slice();
     const info = (await this.#enqueue(() =>
       this.#request({ type: 'importReference', bytes: copy, weight }, [copy.buffer]),
-    )) as ReferenceInfo;
+    ));
     await this.#keepMemory(weight);
     this.#reference = info;
     return info;
@@ -354,39 +577,56 @@ export class Detector {
 
   /** Keep the engine's memory bytes on the page, so a restarted engine gets it back. */
   async #keepMemory(weight: number): Promise<void> {
-    const bytes = (await this.#enqueue(() => this.#request({ type: 'exportReference' }, []))) as Uint8Array;
+    const bytes = await this.#enqueue(() => this.#request({ type: 'exportReference' }, []));
     this.#memory = { bytes, weight };
   }
 
-  /** Stop the worker and free the model. Pending and later calls reject. */
+  /**
+   * Stop the worker and free the model. Pending and later calls reject.
+   * @example
+   * detector.dispose();
+   */
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
     this.#transport?.terminate();
-    for (const [, p] of this.#pending) p.reject(new Error('kanoclip: the detector was disposed'));
+    for (const [, p] of this.#pending) p.reject(disposed());
     this.#pending.clear();
   }
 
-  /** Memory and GPU-buffer figures of the engine (wasm memory size, live WebGPU buffers). */
+  /**
+   * Memory and GPU-buffer figures of the engine (wasm memory size, live WebGPU buffers).
+   * @example
+   * const { wasmBytes, gpuBuffersLive } = await detector.stats();
+   */
   async stats(): Promise<Stats> {
-    return (await this.#enqueue(() => this.#request({ type: 'stats' }, []))) as Stats;
+    return this.#enqueue(() => this.#request({ type: 'stats' }, []));
   }
 
-  /** For tests: make the wasm module panic; the next call restarts it. */
-  async debugPanic(): Promise<void> {
+  /**
+   * For the package's own tests: make the wasm module panic (the next call restarts it).
+   * Not part of the API: reached through `Symbol.for('kanoclip.debugPanic')`.
+   */
+  async [DEBUG_PANIC](): Promise<void> {
     await this.#enqueue(() => this.#request({ type: 'panic' }, []));
   }
 }
 
+/**
+ * @example
+ * import { createDetector } from 'kanoclip-wasm';
+ * const detector = await createDetector({ weights: '/model/manifest.json' });
+ * const result = await detector.detect(file);
+ */
 export function createDetector(options: DetectorOptions): Promise<Detector> {
   return Detector.create(options);
 }
 
 function rgbaOf(source: CanvasImageSource, width: number, height: number): Payload {
-  if (!(width > 0 && height > 0)) throw new Error(`the image is ${width}×${height} pixels`);
+  if (!(width > 0 && height > 0)) throw err('BAD_IMAGE', `the image is ${width}×${height} pixels`);
   const canvas = new OffscreenCanvas(width, height);
   const ctx = canvas.getContext('2d');
-  if (!ctx) throw new Error('no 2D canvas to read the image');
+  if (!ctx) throw err('INTERNAL', 'no 2D canvas to read the image');
   ctx.drawImage(source, 0, 0);
   const data = ctx.getImageData(0, 0, width, height);
   return { type: 'rgba', rgba: new Uint8Array(data.data.buffer), width, height };
@@ -395,7 +635,7 @@ function rgbaOf(source: CanvasImageSource, width: number, height: number): Paylo
 async function toPayload(image: ImageInput): Promise<Payload> {
   if (typeof image === 'string') {
     const resp = await fetch(image);
-    if (!resp.ok) throw new Error(`cannot fetch ${image}: HTTP ${resp.status}`);
+    if (!resp.ok) throw err('NETWORK', `cannot fetch ${image}: HTTP ${resp.status}`);
     return { type: 'encoded', bytes: new Uint8Array(await resp.arrayBuffer()) };
   }
   if (typeof Blob !== 'undefined' && image instanceof Blob) {
@@ -406,15 +646,23 @@ async function toPayload(image: ImageInput): Promise<Payload> {
     return { type: 'rgba', rgba: new Uint8Array(image.data.slice().buffer), width: image.width, height: image.height };
   }
   if (typeof HTMLImageElement !== 'undefined' && image instanceof HTMLImageElement) {
-    if (!image.complete || image.naturalWidth === 0) throw new Error('the image element has not loaded an image');
+    if (!image.complete || image.naturalWidth === 0) throw err('BAD_IMAGE', 'the image element has not loaded an image');
     return rgbaOf(image, image.naturalWidth, image.naturalHeight);
   }
   if (typeof ImageBitmap !== 'undefined' && image instanceof ImageBitmap) return rgbaOf(image, image.width, image.height);
+  if (typeof HTMLVideoElement !== 'undefined' && image instanceof HTMLVideoElement) {
+    // The frame on screen now (a live camera's current frame).
+    if (image.readyState < 2 || image.videoWidth === 0) throw err('BAD_IMAGE', 'the video has no frame yet');
+    return rgbaOf(image, image.videoWidth, image.videoHeight);
+  }
+  if (typeof VideoFrame !== 'undefined' && image instanceof VideoFrame) {
+    return rgbaOf(image, image.displayWidth, image.displayHeight);
+  }
   if (typeof HTMLCanvasElement !== 'undefined' && image instanceof HTMLCanvasElement) {
     return rgbaOf(image, image.width, image.height);
   }
   if (typeof OffscreenCanvas !== 'undefined' && image instanceof OffscreenCanvas) {
     return rgbaOf(image, image.width, image.height);
   }
-  throw new Error('detect() takes an image element, canvas, ImageBitmap, ImageData, Blob, File or URL');
+  throw err('INVALID_ARGUMENT', 'detect() takes an image or video element, canvas, ImageBitmap, VideoFrame, ImageData, Blob, File or URL');
 }

@@ -1,7 +1,55 @@
 // Messages between the page-side Detector and the inference worker.
 
+import type { ErrorCode } from './errors.js';
+/**
+ * Where to run: WebGPU, the CPU, or `auto` (WebGPU when the browser offers an adapter).
+ * @example
+ * const detector = await createDetector({ weights: url, backend: 'auto' });
+ */
 export type BackendChoice = 'webgpu' | 'cpu' | 'auto';
 
+/**
+ * Where one detect's time went, in milliseconds.
+ *
+ * @example
+ * const { timings } = await detector.detect(file);
+ * console.log(`model ${timings.forwardMs.toFixed(0)} ms of ${timings.totalMs.toFixed(0)}`);
+ */
+export interface Timings {
+  preprocessMs: number;
+  forwardMs: number;
+  postprocessMs: number;
+  totalMs: number;
+}
+
+/**
+ * One image's result.
+ *
+ * @example
+ * const { score, isAnomalous, map, width, height } = await detector.detect(file);
+ */
+export interface DetectionResult {
+  /** Fused image score: w · global probability + (1 − w) · map maximum, w from the bundle. */
+  score: number;
+  isAnomalous: boolean;
+  threshold: number;
+  globalProbability: number;
+  /** The anomaly map at the image's size, row-major, values in [0, 1]. */
+  map: Float32Array;
+  width: number;
+  height: number;
+  backend: 'webgpu' | 'cpu';
+  timings: Timings;
+}
+
+/**
+ * How far a load or a reference build has got, in bytes (or images, for `reference`).
+ * @example
+ * const detector = await createDetector({
+ *   weights: url,
+ *   onProgress: (p) => p.total && (bar.value = p.loaded / p.total),
+ * });
+ */
 export interface Progress {
   /**
    * `manifest`, `weights` (downloading or reading the cache), `start` (building the model),
@@ -22,7 +70,12 @@ export type Payload =
 /** What the engine sends for each reference image: the file's bytes or the pixels. */
 export type ReferenceItem = Uint8Array | { rgba: Uint8Array; width: number; height: number };
 
-/** The reference memory in force (few-shot mode). */
+/**
+ * The reference memory in force (few-shot mode).
+ * @example
+ * const info = await detector.setReference(goodFiles);
+ * console.log(`${info.count} images, ${info.skipped.length} skipped`);
+ */
 export interface ReferenceInfo {
   /** Reference images in the memory. */
   count: number;
@@ -38,22 +91,60 @@ export interface ReferenceInfo {
   skipped: { name: string; error: string }[];
 }
 
-export type Request =
-  | { id: number; type: 'load'; manifestUrl: string; backend: BackendChoice }
-  | { id: number; type: 'encoded'; bytes: Uint8Array }
-  | { id: number; type: 'rgba'; rgba: Uint8Array; width: number; height: number }
-  | { id: number; type: 'threshold'; value: number }
-  | { id: number; type: 'calibrate'; scores: number[] }
-  | { id: number; type: 'reference'; items: ReferenceItem[]; names: string[]; weight: number }
-  | { id: number; type: 'referenceInfo' }
-  | { id: number; type: 'clearReference' }
-  | { id: number; type: 'exportReference' }
-  | { id: number; type: 'importReference'; bytes: Uint8Array; weight: number }
-  | { id: number; type: 'fewShotWeight'; value: number }
-  | { id: number; type: 'panic' }
-  | { id: number; type: 'stats' };
+/** What each request carries besides its `type` and `id`. */
+interface Bodies {
+  load: { manifestUrl: string; backend: BackendChoice; stats: boolean; wasmUrl?: string };
+  encoded: { bytes: Uint8Array };
+  rgba: { rgba: Uint8Array; width: number; height: number };
+  threshold: { value: number };
+  calibrate: { scores: number[] };
+  reference: { items: ReferenceItem[]; names: string[]; weight: number };
+  referenceInfo: object;
+  clearReference: object;
+  exportReference: object;
+  importReference: { bytes: Uint8Array; weight: number };
+  fewShotWeight: { value: number };
+  panic: object;
+  stats: object;
+}
 
-/** Engine statistics (for tests and diagnostics). */
+/** What the `ok` reply to each request carries. */
+export interface Values {
+  load: Ready;
+  encoded: DetectionResult;
+  rgba: DetectionResult;
+  threshold: null;
+  calibrate: number;
+  reference: ReferenceInfo;
+  referenceInfo: ReferenceInfo | null;
+  clearReference: null;
+  exportReference: Uint8Array;
+  importReference: ReferenceInfo;
+  fewShotWeight: null;
+  panic: null;
+  stats: Stats;
+}
+
+export type Kind = keyof Bodies & keyof Values;
+
+/** A request without its id (the sender numbers it), one type per kind. */
+export type RequestBody = { [K in Kind]: { type: K } & Bodies[K] }[Kind];
+export type Request = RequestBody & { id: number };
+
+/** The `ok` reply to a request of kind `K`. */
+export type OkOf<K extends Kind> = { id: number; type: 'ok'; kind: K; value: Values[K] };
+export type Ok = { [K in Kind]: OkOf<K> }[Kind];
+
+/** Whether `ok` answers a request of kind `kind` (narrows its value's type). */
+export function answers<K extends Kind>(ok: Ok, kind: K): ok is Ok & OkOf<K> {
+  return ok.kind === kind;
+}
+
+/**
+ * Engine statistics (for tests and diagnostics).
+ * @example
+ * const { wasmBytes, gpuBuffersLive } = await detector.stats();
+ */
 export interface Stats {
   /** Size of the wasm linear memory. */
   wasmBytes: number | null;
@@ -62,13 +153,10 @@ export interface Stats {
   gpuBuffersCreated: number;
 }
 
-/** A request without its id (the sender numbers it). */
-export type RequestBody = Request extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
-
 export type Reply =
   | { id: number; type: 'progress'; progress: Progress }
-  | { id: number; type: 'ok'; value: unknown }
-  | { id: number; type: 'error'; message: string; fatal: boolean };
+  | Ok
+  | { id: number; type: 'error'; message: string; code: ErrorCode; fatal: boolean };
 
 export interface Ready {
   backend: 'webgpu' | 'cpu';

@@ -2,7 +2,13 @@
 // against its SHA-256 and kept in Cache Storage, so that the second load needs no network.
 
 import type { Progress } from './protocol.js';
+import { KanoclipError, messageOf } from './errors.js';
 
+/**
+ * The Cache Storage name that holds downloaded bundles.
+ * @example
+ * await caches.delete(CACHE_NAME); // what Detector.clearCache() does
+ */
 export const CACHE_NAME = 'kanoclip-weights-v1';
 
 export interface Chunk { path: string; size: number; sha256: string }
@@ -39,6 +45,12 @@ async function openCache(): Promise<Cache | null> {
   }
 }
 
+/**
+ * Chunks downloaded at once: enough to hide each request's latency, few enough that at
+ * most 4 × 32 MB are in flight beside the assembled files.
+ */
+const PARALLEL = 4;
+
 /** Read a response body, reporting each piece as it arrives. */
 async function readBody(resp: Response, onBytes: (n: number) => void): Promise<Uint8Array> {
   if (!resp.body) {
@@ -65,72 +77,106 @@ async function readBody(resp: Response, onBytes: (n: number) => void): Promise<U
   return out;
 }
 
-export async function loadBundle(manifestUrl: string, onProgress: (p: Progress) => void): Promise<Loaded> {
+/**
+ * Load a bundle. `check` is the wasm module's own manifest check (`checkManifest`), run on
+ * the text before anything is cached or fetched: it refuses bad sizes, chunk lists and
+ * chunk paths (only plain, content-named file names beside the manifest), so the rules
+ * live in one place, in Rust.
+ */
+export async function loadBundle(
+  manifestUrl: string,
+  check: (manifestText: string) => void,
+  onProgress: (p: Progress) => void,
+): Promise<Loaded> {
   const cache = await openCache();
   onProgress({ phase: 'manifest', loaded: 0, total: 0, cached: false });
   let manifestText: string;
+  let fromNetwork = false;
   try {
-    const resp = await fetch(manifestUrl, { cache: 'no-cache' });
+    // `no-store`: the manifest is the one file whose name stays the same across deploys.
+    const resp = await fetch(manifestUrl, { cache: 'no-store' });
     if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
     manifestText = await resp.text();
-    await cache?.put(manifestUrl, new Response(manifestText));
+    fromNetwork = true;
   } catch (e) {
     // Offline: the cached manifest, if this bundle was loaded before.
     const hit = await cache?.match(manifestUrl);
-    if (!hit) throw new Error(`cannot load the manifest ${manifestUrl}: ${(e as Error).message}`);
+    if (!hit) throw new KanoclipError('NETWORK', `cannot load the manifest ${manifestUrl}: ${messageOf(e)}`);
     manifestText = await hit.text();
   }
-  let manifest: Manifest;
-  try {
-    manifest = JSON.parse(manifestText) as Manifest;
-  } catch (e) {
-    throw new Error(`the manifest ${manifestUrl} is not JSON: ${(e as Error).message}`);
-  }
-  if (manifest.format !== 'kanoclip-web/1' || !Array.isArray(manifest.files)) {
-    throw new Error(`${manifestUrl} is not a kanoclip web manifest`);
-  }
+  check(manifestText);
+  // Only a manifest that parses and passes the checks is kept for offline use.
+  if (fromNetwork) await cache?.put(manifestUrl, new Response(manifestText));
+  // `check` (the Rust manifest checks) has accepted this text, so it has Manifest's shape.
+  const manifest = JSON.parse(manifestText) as Manifest;
+  const base = new URL(manifestUrl, self.location?.href);
   const total = manifest.files.reduce((n, f) => n + f.size, 0);
   let loaded = 0;
   let allCached = true;
   const files = new Map<string, Uint8Array>();
+  // Every chunk with where it goes: its file's buffer and its offset there.
+  const jobs: { chunk: Chunk; whole: Uint8Array; offset: number }[] = [];
   for (const file of manifest.files) {
     const whole = new Uint8Array(file.size);
     let offset = 0;
     for (const chunk of file.chunks) {
-      const url = new URL(chunk.path, manifestUrl).href;
-      let bytes: Uint8Array | null = null;
-      const hit = await cache?.match(url);
-      if (hit) {
-        const b = new Uint8Array(await hit.arrayBuffer());
-        // A cached chunk is used only if it is still the one the manifest names.
-        if (b.length === chunk.size && (await sha256(b)) === chunk.sha256) bytes = b;
-      }
-      if (bytes) {
-        loaded += bytes.length;
-        onProgress({ phase: 'weights', loaded, total, cached: true });
-      } else {
-        allCached = false;
-        const resp = await fetch(url);
-        if (!resp.ok) throw new Error(`cannot download ${url}: HTTP ${resp.status}`);
-        bytes = await readBody(resp, (n) => {
-          loaded += n;
-          onProgress({ phase: 'weights', loaded, total, cached: false });
-        });
-        if (bytes.length !== chunk.size) {
-          throw new Error(`${url}: ${bytes.length} bytes, the manifest says ${chunk.size}`);
-        }
-        const digest = await sha256(bytes);
-        if (digest !== chunk.sha256) {
-          throw new Error(`${url}: SHA-256 ${digest} is not the manifest's ${chunk.sha256}`);
-        }
-        await cache?.put(url, new Response(bytes as unknown as BodyInit));
-      }
-      if (offset + bytes.length > whole.length) throw new Error(`${file.name}: chunks larger than the file`);
-      whole.set(bytes, offset);
-      offset += bytes.length;
+      if (offset + chunk.size > whole.length) throw new KanoclipError('INTEGRITY', `${file.name}: chunks larger than the file`);
+      jobs.push({ chunk, whole, offset });
+      offset += chunk.size;
     }
-    if (offset !== file.size) throw new Error(`${file.name}: chunks add up to ${offset} bytes, not ${file.size}`);
+    if (offset !== file.size) throw new KanoclipError('INTEGRITY', `${file.name}: chunks add up to ${offset} bytes, not ${file.size}`);
     files.set(file.name, whole);
+  }
+  // A failed chunk stops the others' downloads.
+  const stop = new AbortController();
+  const one = async ({ chunk, whole, offset }: (typeof jobs)[number]) => {
+    const resolved = new URL(chunk.path, base);
+    // checkManifest allows only plain file names; this keeps the rule if that changes.
+    if (resolved.origin !== base.origin) throw new KanoclipError('INTEGRITY', `${chunk.path}: not on the manifest's origin`);
+    const url = resolved.href;
+    let bytes: Uint8Array | null = null;
+    const hit = await cache?.match(url);
+    if (hit) {
+      const b = new Uint8Array(await hit.arrayBuffer());
+      // A cached chunk is used only if it is still the one the manifest names.
+      if (b.length === chunk.size && (await sha256(b)) === chunk.sha256) bytes = b;
+    }
+    if (bytes) {
+      loaded += bytes.length;
+      onProgress({ phase: 'weights', loaded, total, cached: true });
+    } else {
+      allCached = false;
+      let resp: Response;
+      try {
+        resp = await fetch(url, { signal: stop.signal });
+      } catch (e) {
+        throw new KanoclipError('NETWORK', `cannot download ${url}: ${messageOf(e)}`);
+      }
+      if (!resp.ok) throw new KanoclipError('NETWORK', `cannot download ${url}: HTTP ${resp.status}`);
+      bytes = await readBody(resp, (n) => {
+        loaded += n;
+        onProgress({ phase: 'weights', loaded, total, cached: false });
+      });
+      if (bytes.length !== chunk.size) {
+        throw new KanoclipError('INTEGRITY', `${url}: ${bytes.length} bytes, the manifest says ${chunk.size}`);
+      }
+      const digest = await sha256(bytes);
+      if (digest !== chunk.sha256) {
+        throw new KanoclipError('INTEGRITY', `${url}: SHA-256 ${digest} is not the manifest's ${chunk.sha256}`);
+      }
+      await cache?.put(url, new Response(bytes as unknown as BodyInit));
+    }
+    whole.set(bytes, offset);
+  };
+  let next = 0;
+  const lane = async () => {
+    while (next < jobs.length && !stop.signal.aborted) await one(jobs[next++]);
+  };
+  try {
+    await Promise.all(Array.from({ length: Math.min(PARALLEL, jobs.length) }, lane));
+  } catch (e) {
+    stop.abort();
+    throw e;
   }
   return { manifestText, manifest, files, cached: allCached };
 }

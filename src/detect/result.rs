@@ -21,7 +21,7 @@ impl AnomalyMap {
 }
 
 /// Wall time of each stage, in milliseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Timings {
     /// Decoding excluded: resize, crop and normalisation.
     pub preprocess_ms: f64,
@@ -154,7 +154,7 @@ mod tests {
 
     #[test]
     fn the_typescript_result_type_has_the_rust_fields() {
-        let ts = include_str!("../../pkg/src/index.ts");
+        let ts = include_str!("../../pkg/src/protocol.ts");
         let d = Detection {
             score: 0.5,
             is_anomalous: false,

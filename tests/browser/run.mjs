@@ -7,6 +7,8 @@ import { chromium } from '../../scripts/web/node_modules/playwright-core/index.m
 import { serve } from '../../scripts/serve.mjs';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
+import { request as httpRequest } from 'node:http';
+import { brotliCompressSync, constants as zlibConstants, deflateSync, gzipSync } from 'node:zlib';
 import { join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 
@@ -26,7 +28,9 @@ mkdirSync(ARTIFACTS, { recursive: true });
 const SAMPLES = ['good', 'crack', 'colour'];
 const TOL = 1e-3;
 const FLAGS = ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  '--disable-quic', '--no-first-run', '--headless=new', '--enable-unsafe-webgpu'];
+  '--disable-quic', '--no-first-run', '--headless=new', '--enable-unsafe-webgpu',
+  // A fake camera (a moving test pattern) and an auto-accepted permission prompt.
+  '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'];
 const results = [];
 const measures = {};
 
@@ -36,7 +40,13 @@ async function browser() {
   });
 }
 
+// KANOCLIP_ONLY=regex runs the matching tests only; KANOCLIP_SOAK=N sets the detects of the
+// memory tests (scripts/soak runs them with 200).
+const ONLY = process.env.KANOCLIP_ONLY ? new RegExp(process.env.KANOCLIP_ONLY) : null;
+const SOAK = Number(process.env.KANOCLIP_SOAK || 50);
+
 async function test(name, fn) {
+  if (ONLY && !ONLY.test(name)) return;
   const t0 = Date.now();
   try {
     await fn();
@@ -73,7 +83,7 @@ async function openDemo(ctx, origin, { backend = 'cpu', model = 'model/manifest.
     if (!['data:', 'blob:'].includes(u.protocol) && u.origin !== origin) foreign.push(r.url());
   });
   page.on('pageerror', (e) => errors.push(e.message));
-  await page.goto(`${origin}/?backend=${backend}&model=${encodeURIComponent(model)}`);
+  await page.goto(`${origin}/?backend=${backend}&model=${encodeURIComponent(model)}&stats=1`);
   await page.evaluate(() => window.kanoclipDemo.ready);
   return { page, foreign, errors };
 }
@@ -108,8 +118,10 @@ const origin = `http://127.0.0.1:${server.address().port}`;
 const ctx = await browser();
 
 for (const backend of ['cpu', 'webgpu']) {
-  for (const [kind, model] of [['free', 'model-free32/manifest.json'], ['head', 'model-head32/manifest.json']]) {
-    await test(`${backend}: ${kind === 'free' ? 'training-free' : 'trained-head'} bundle equals native within ${TOL}`, async () => {
+  for (const [kind, model] of [['free', 'model-free32/manifest.json'], ['head', 'model-head32/manifest.json'],
+    ['int8', 'model-int8/manifest.json']]) {
+    const label = { free: 'training-free', head: 'trained-head', int8: 'int8 training-free' }[kind];
+    await test(`${backend}: ${label} bundle equals native within ${TOL}`, async () => {
       const { page, foreign, errors } = await openDemo(ctx, origin, { backend, model });
       const got = await detectSamples(page);
       assert(Object.values(got).every((r) => r.backend === backend), `ran on ${got.good.backend}, not ${backend}`);
@@ -171,12 +183,46 @@ for (const backend of ['cpu', 'webgpu']) {
   });
 }
 
-await test('the page is usable by keyboard, labels every control, and keeps a screenshot', async () => {
-  const { page, foreign } = await openDemo(ctx, origin);
-  for (const id of ['file', 'opacity', 'threshold', 'backend']) {
+await test('controls wait for the model; legend, ground truth, camera; keyboard; screenshots before and after', async () => {
+  // Hold the manifest: while the model loads, every control is disabled and a click on a
+  // sample does nothing (no "Cannot read properties of null").
+  const early = await ctx.newPage();
+  const earlyErrors = [];
+  early.on('pageerror', (e) => earlyErrors.push(e.message));
+  let release;
+  const held = new Promise((r) => { release = r; });
+  await early.route('**/model/manifest.json', async (route) => { await held; await route.continue(); });
+  await early.goto(`${origin}/?backend=cpu`);
+  await early.waitForSelector('#samples button');
+  const states = await early.evaluate(() => {
+    const els = [...document.querySelectorAll('[data-needs-model], #samples button')];
+    document.querySelector('#samples button').click();
+    document.getElementById('drop').click();
+    return { count: els.length, enabled: els.filter((e) => !e.disabled).map((e) => e.id || e.tagName),
+      drop: document.getElementById('drop').getAttribute('aria-disabled') };
+  });
+  assert(states.count >= 10 && states.enabled.length === 0 && states.drop === 'true', `before the model: ${JSON.stringify(states)}`);
+  release();
+  await early.evaluate(() => window.kanoclipDemo.ready);
+  const enabled = await early.evaluate(() => [...document.querySelectorAll('[data-needs-model], #samples button')].every((e) => !e.disabled));
+  assert(enabled, 'controls stay disabled after the model is ready');
+  assert(earlyErrors.length === 0, `page errors while loading: ${earlyErrors}`);
+  await early.close();
+
+  const { page, foreign, errors } = await openDemo(ctx, origin);
+  for (const id of ['file', 'opacity', 'threshold', 'backend', 'few-shot-weight', 'show-truth', 'references']) {
     const label = await page.evaluate((i) => document.getElementById(i).labels?.[0]?.textContent?.trim(), id);
     assert(label, `#${id} has no label`);
   }
+  await page.screenshot({ path: join(ARTIFACTS, 'demo-before.png'), fullPage: true });
+  // The legend is the package's colouring of 0 → 1, Turbo: blue at an eighth, green at
+  // the middle, dark red at the end.
+  const [blue, green, red] = await page.evaluate(() => {
+    const c = document.getElementById('legend').getContext('2d');
+    return [32, 128, 255].map((x) => [...c.getImageData(x, 0, 1, 1).data]);
+  });
+  assert(blue[2] > blue[0] + 100 && green[1] > green[0] + 50 && green[1] > green[2] + 50 && red[0] > red[2] + 100,
+    `legend colours at 1/8, 1/2, 1: ${JSON.stringify([blue, green, red])}`);
   // Tab to the first sample button and press Enter: a result appears.
   let reached = false;
   for (let i = 0; i < 30 && !reached; i++) {
@@ -199,9 +245,105 @@ await test('the page is usable by keyboard, labels every control, and keeps a sc
   await page.waitForFunction(() => document.getElementById('verdict').textContent === 'normal');
   assert(await page.isVisible('#notice'), 'the untrained-model banner is not shown');
   assert((await page.textContent('#privacy')).includes('Nothing leaves this device'), 'no privacy statement');
-  await page.screenshot({ path: join(ARTIFACTS, 'demo.png'), fullPage: true });
+  // Values beside the sliders.
+  await page.fill('#opacity', '0.8');
+  await page.dispatchEvent('#opacity', 'input');
+  assert((await page.textContent('#opacity-value')) === '0.80', 'the opacity value is not shown');
+  // Calibrate: three normal images and a broken one. The broken one is skipped and named;
+  // the threshold is max(mean + 3σ, max + 1e-4) of the others' scores (spec), on the slider.
+  const calDir = mkdtempSync(join(tmpdir(), 'kanoclip-cal-'));
+  writeFileSync(join(calDir, 'broken.png'), Buffer.from('89504e470d0a1a0a0102', 'hex'));
+  const calFiles = [0, 1, 2].map((i) => join(ROOT, `tests/fixtures/images/fewshot_ref_${i}.png`));
+  await page.setInputFiles('#calibrate-files', [...calFiles, join(calDir, 'broken.png')]);
+  await page.waitForFunction(() => document.getElementById('calibrate-status').textContent.startsWith('Threshold set'), null, { timeout: 60000 });
+  const cal = await page.evaluate(async (b64s) => {
+    const d = window.kanoclipDemo.detector();
+    const scores = [];
+    for (const b of b64s) scores.push((await d.detect(new Blob([Uint8Array.from(atob(b), (c) => c.charCodeAt(0))]))).score);
+    return { scores, threshold: d.threshold, slider: Number(document.getElementById('threshold').value),
+      status: document.getElementById('calibrate-status').textContent };
+  }, calFiles.map((f) => readFileSync(f).toString('base64')));
+  const n = cal.scores.length;
+  const mean = cal.scores.reduce((x, y) => x + y, 0) / n;
+  const sd = Math.sqrt(cal.scores.reduce((x, y) => x + (y - mean) ** 2, 0) / n);
+  const want = Math.max(mean + 3 * sd, Math.max(...cal.scores) + 1e-4);
+  assert(Math.abs(cal.threshold - want) < 1e-6 && Math.abs(cal.slider - want) <= 0.0025 + 1e-9, `calibrated ${cal.threshold}, want ${want}`);
+  assert(/from 3 normal images/.test(cal.status) && /Skipped 1: broken\.png/.test(cal.status), `calibrate panel: ${cal.status}`);
+  // The crack sample has a mask: it can be shown beside the map, white where the defect is.
+  await page.fill('#threshold', '0.5');
+  await page.dispatchEvent('#threshold', 'input');
+  await page.click('#samples button >> nth=1');
+  await page.waitForFunction(() => !document.getElementById('show-truth').disabled, null, { timeout: 60000 });
+  await page.check('#show-truth');
+  await page.waitForFunction(() => !document.getElementById('truth-figure').hidden);
+  const white = await page.evaluate(() => {
+    const c = document.getElementById('truth');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    for (let i = 0; i < d.length; i += 4) n += d[i] > 128 ? 1 : 0;
+    return n / (d.length / 4);
+  });
+  assert(white > 0.001 && white < 0.5, `ground-truth mask: ${white} of the pixels are white`);
+  await page.screenshot({ path: join(ARTIFACTS, 'demo-after.png'), fullPage: true });
+  // The good sample has none: the box turns off and the mask goes away.
+  await page.click('#samples button >> nth=0');
+  await page.waitForFunction(() => document.getElementById('show-truth').disabled && document.getElementById('truth-figure').hidden);
+  // A backend switch keeps the threshold and re-runs the image on show.
+  await page.fill('#threshold', '0.3');
+  await page.dispatchEvent('#threshold', 'input');
+  await page.evaluate(() => { document.getElementById('used-backend').textContent = '–'; });
+  await page.selectOption('#backend', 'webgpu');
+  await page.waitForFunction(() => document.getElementById('used-backend').textContent === 'webgpu', null, { timeout: 120000 });
+  const kept = await page.evaluate(() => [document.getElementById('threshold').value, window.kanoclipDemo.detector().threshold]);
+  assert(kept[0] === '0.3' && Math.abs(kept[1] - 0.3) < 1e-9, `the threshold after a backend switch: ${kept}`);
+  // The camera (Chromium's fake device): a frame is inspected, then the camera stops.
+  await page.click('#camera');
+  await page.waitForFunction(() => document.getElementById('video').videoWidth > 0, null, { timeout: 30000 });
+  await page.evaluate(() => { document.getElementById('score').textContent = '–'; });
+  await page.click('#snap');
+  await page.waitForFunction(() => document.getElementById('score').textContent !== '–', null, { timeout: 60000 });
+  await page.click('#camera-stop');
+  const cam = await page.evaluate(() => ({ video: document.getElementById('video').hidden, stream: document.getElementById('video').srcObject }));
+  assert(cam.video && cam.stream === null, `the camera did not stop: ${JSON.stringify(cam)}`);
+  console.log(`  screenshots: ${join(ARTIFACTS, 'demo-before.png')}, ${join(ARTIFACTS, 'demo-after.png')}`);
   assert(foreign.length === 0, `requests to other origins: ${foreign}`);
+  assert(errors.length === 0, `page errors: ${errors}`);
   await page.close();
+});
+
+await test('without WebGPU: backend webgpu is refused with WEBGPU_UNAVAILABLE, auto falls back to the CPU', async () => {
+  // A second Chromium without --enable-unsafe-webgpu and with --disable-gpu: no adapter.
+  const plain = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'kanoclip-chromium-')), {
+    executablePath: '/usr/bin/chromium', headless: true,
+    args: [...FLAGS.filter((f) => f !== '--enable-unsafe-webgpu'), '--disable-gpu'],
+  });
+  try {
+    const page = await plain.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(`${origin}/?backend=cpu`);
+    await page.evaluate(() => window.kanoclipDemo.ready);
+    const r = await page.evaluate(async () => {
+      const { createDetector, KanoclipError } = await import('./kanoclip-wasm/dist/index.js');
+      const adapter = navigator.gpu ? await navigator.gpu.requestAdapter() : null;
+      let code = 'loaded';
+      try {
+        (await createDetector({ weights: 'model/manifest.json', backend: 'webgpu' })).dispose();
+      } catch (e) {
+        code = e instanceof KanoclipError ? e.code : `untyped ${e}`;
+      }
+      const auto = await createDetector({ weights: 'model/manifest.json', backend: 'auto' });
+      const result = await auto.detect(new ImageData(new Uint8ClampedArray(64 * 64 * 4).fill(90), 64, 64));
+      auto.dispose();
+      return { adapter: adapter !== null, code, backend: auto.backend, score: result.score };
+    });
+    assert(!r.adapter, 'this Chromium offers a WebGPU adapter: the test cannot run');
+    assert(r.code === 'WEBGPU_UNAVAILABLE', `backend webgpu without WebGPU: ${r.code}`);
+    assert(r.backend === 'cpu' && Number.isFinite(r.score), `auto without WebGPU: ${JSON.stringify(r)}`);
+    assert(errors.length === 0, `page errors: ${errors}`);
+  } finally {
+    await plain.close();
+  }
 });
 
 await test('bad files each show an error and the page keeps working', async () => {
@@ -236,7 +378,7 @@ await test('bad files each show an error and the page keeps working', async () =
   await page.close();
 });
 
-await test('a panic, dispose() during detect, and 50 detects in bounded memory', async () => {
+await test(`a panic, dispose() during detect, and ${SOAK} detects in bounded memory`, async () => {
   const { page } = await openDemo(ctx, origin);
   const cdp = await page.context().newCDPSession(page);
   const heap = async () => {
@@ -248,24 +390,24 @@ await test('a panic, dispose() during detect, and 50 detects in bounded memory',
     const blob = await (await fetch('samples/hazelnut_toy/good.jpg')).blob();
     // A panic rejects the call; the next call runs on a fresh instance.
     let panicked = null;
-    try { await d.debugPanic(); } catch (e) { panicked = e.message; }
+    try { await d[Symbol.for('kanoclip.debugPanic')](); } catch (e) { panicked = e.message; }
     const after = await d.detect(blob);
     window.__blob = blob;
     return { panicked, after: after.score, first: await d.stats() };
   });
   r.heap0 = await heap();
   // 50 sequential detects: the wasm memory (worker) and the page's JS heap (after GC).
-  r.last = await page.evaluate(async () => {
+  r.last = await page.evaluate(async (n) => {
     const d = window.kanoclipDemo.detector();
-    for (let i = 0; i < 50; i++) await d.detect(window.__blob);
+    for (let i = 0; i < n; i++) await d.detect(window.__blob);
     return d.stats();
-  });
+  }, SOAK);
   r.heap1 = await heap();
   console.log(`  panic: ${r.panicked}`);
   assert(r.panicked && /stopped/.test(r.panicked), `the panic did not reject: ${r.panicked}`);
   assert(Number.isFinite(r.after), 'no result after the panic');
-  measures['wasm memory MB after 1 / 51 detects (cpu)'] = [r.first.wasmBytes / 1e6, r.last.wasmBytes / 1e6];
-  measures['page JS heap MB before / after 50 detects'] = [r.heap0 / 1e6, r.heap1 / 1e6];
+  measures[`wasm memory MB after 1 / ${SOAK + 1} detects (cpu)`] = [r.first.wasmBytes / 1e6, r.last.wasmBytes / 1e6];
+  measures[`page JS heap MB before / after ${SOAK} detects`] = [r.heap0 / 1e6, r.heap1 / 1e6];
   // Bounds: the wasm memory may grow once for its allocator's pools, not per detect
   // (16 MB); the page's heap holds no results (8 MB).
   assert(r.last.wasmBytes - r.first.wasmBytes <= 16e6, `wasm memory grew ${r.first.wasmBytes} → ${r.last.wasmBytes}`);
@@ -288,18 +430,18 @@ await test('a panic, dispose() during detect, and 50 detects in bounded memory',
   await page.close();
 });
 
-await test('webgpu: 50 detects keep the live GPU buffer count bounded', async () => {
+await test(`webgpu: ${SOAK} detects keep the live GPU buffer count bounded`, async () => {
   const { page } = await openDemo(ctx, origin, { backend: 'webgpu' });
-  const r = await page.evaluate(async () => {
+  const r = await page.evaluate(async (n) => {
     const d = window.kanoclipDemo.detector();
     const blob = await (await fetch('samples/hazelnut_toy/good.jpg')).blob();
     await d.detect(blob);
     const s1 = await d.stats();
-    for (let i = 0; i < 50; i++) await d.detect(blob);
+    for (let i = 0; i < n; i++) await d.detect(blob);
     const s2 = await d.stats();
     return { s1, s2 };
-  });
-  measures['live GPU buffers after 1 / 51 detects (created in all)'] = [r.s1.gpuBuffersLive, r.s2.gpuBuffersLive, r.s2.gpuBuffersCreated];
+  }, SOAK);
+  measures[`live GPU buffers after 1 / ${SOAK + 1} detects (created in all)`] = [r.s1.gpuBuffersLive, r.s2.gpuBuffersLive, r.s2.gpuBuffersCreated];
   // Burn pools its GPU memory: after the first detect, the live count may not grow by
   // more than a few buffers however many detects follow.
   assert(r.s2.gpuBuffersLive <= r.s1.gpuBuffersLive + 8, `live buffers ${r.s1.gpuBuffersLive} → ${r.s2.gpuBuffersLive}`);
@@ -339,15 +481,28 @@ await test('the second load works offline from Cache Storage, and is faster', as
 await test('npm pack: the tarball installs into a scratch project and works through its API', async () => {
   const tgz = readdirSync(NATIVE).find((f) => f.startsWith('kanoclip-wasm-') && f.endsWith('.tgz'));
   assert(tgz, 'no packed tarball');
+  const listing = execFileSync('tar', ['-tzf', join(NATIVE, tgz)], { encoding: 'utf8' });
+  for (const f of ['package/LICENSE-MIT', 'package/LICENSE-APACHE', 'package/wasm/kanoclip_bg.wasm', 'package/dist/worker.js']) {
+    assert(listing.includes(f), `the tarball lacks ${f}`);
+  }
+  // prepack refuses a package without its wasm (a clean checkout before scripts/build-web).
+  const bare = mkdtempSync(join(tmpdir(), 'kanoclip-bare-'));
+  for (const f of ['package.json', 'scripts', 'dist', 'README.md']) cpSync(join(ROOT, 'pkg', f), join(bare, f), { recursive: true });
+  let refused = '';
+  try { execFileSync('npm', ['pack', '--dry-run'], { cwd: bare, stdio: 'pipe' }); } catch (e) { refused = String(e.stderr); }
+  assert(/refusing to pack without .*wasm\/kanoclip_bg.wasm/.test(refused), `npm pack without wasm/: ${refused || 'packed'}`);
   const dir = mkdtempSync(join(tmpdir(), 'kanoclip-npm-'));
   writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'scratch', private: true, type: 'module' }));
   execFileSync('npm', ['install', '--no-audit', '--no-fund', '--offline', join(NATIVE, tgz)], { cwd: dir, stdio: 'pipe' });
   cpSync(join(ROOT, 'www/model'), join(dir, 'model'), { recursive: true });
   cpSync(join(ROOT, 'www/samples/hazelnut_toy/crack.jpg'), join(dir, 'crack.jpg'));
   writeFileSync(join(dir, 'index.html'), `<!doctype html><meta charset="utf-8"><title>scratch</title><link rel="icon" href="data:,">
-<script type="module">
-import { createDetector } from './node_modules/kanoclip-wasm/dist/index.js';
+<script type="module" src="main.js"></script>`);
+  writeFileSync(join(dir, 'main.js'), `
+// Imported only inside run(): importing must not patch anything on the page.
+const gpuBefore = globalThis.GPUDevice?.prototype.createBuffer;
 window.run = async () => {
+  const { createDetector, Detector, KanoclipError } = await import('./node_modules/kanoclip-wasm/dist/index.js');
   const progress = [];
   const d = await createDetector({ weights: 'model/manifest.json', backend: 'cpu', onProgress: (p) => progress.push(p.phase) });
   const blob = await (await fetch('crack.jpg')).blob();
@@ -362,18 +517,53 @@ window.run = async () => {
   const img = new Image(); img.src = 'crack.jpg'; await img.decode();
   const fromImg = await d.detect(img);
   const fromBitmap = await d.detect(bitmap);
+  const frame = new VideoFrame(canvas, { timestamp: 0 });
+  const fromFrame = await d.detect(frame);
+  frame.close();
+  // A <video> playing a stream (as from a camera): the frame on screen now.
+  const video = document.createElement('video');
+  video.muted = true;
+  video.srcObject = canvas.captureStream(10);
+  // A canvas stream sends a frame when the canvas is drawn: keep drawing until one shows.
+  const redraw = setInterval(() => canvas.getContext('2d').drawImage(bitmap, 0, 0), 50);
+  await Promise.race([video.play(), new Promise((_, no) => setTimeout(() => no(new Error('video did not play')), 10000))]);
+  await new Promise((ok) => video.requestVideoFrameCallback(() => ok()));
+  clearInterval(redraw);
+  const fromVideo = await d.detect(video);
+  video.srcObject.getTracks().forEach((t) => t.stop());
   const overlay = await d.heatmap(fromBlob, 0.4);
   await d.setThreshold(0.25);
   const after = await d.detect(blob);
   const cal = await d.calibrate([blob, blob]);
   const concurrent = await Promise.all([d.detect(blob), d.detect(canvas), d.detect('crack.jpg')]);
   let badThreshold = null; try { await d.setThreshold(NaN); } catch (e) { badThreshold = e.message; }
+  const codeOf = async (f) => { try { await f(); return 'ok'; } catch (e) { return e instanceof KanoclipError ? e.code : 'untyped ' + e; } };
+  const codes = {
+    threshold: await codeOf(() => d.setThreshold(NaN)),
+    abortedBefore: await codeOf(() => { const c = new AbortController(); c.abort(); return d.detect(blob, { signal: c.signal }); }),
+    abortedQueued: await (async () => {
+      const c = new AbortController();
+      const first = d.detect(blob);
+      const second = codeOf(() => d.detect(blob, { signal: c.signal }));
+      c.abort();
+      await first;
+      return second;
+    })(),
+    abortedLoad: await codeOf(() => { const c = new AbortController(); const p = createDetector({ weights: 'model/manifest.json', backend: 'cpu', signal: c.signal }); c.abort(); return p; }),
+  };
+  await d.warmup();
+  const batch = await d.detect([blob, 'crack.jpg', canvas]);
+  const cleared = await Detector.clearCache();
+  await d.stats();
+  const untouched = typeof gpuBefore === 'function' && globalThis.GPUDevice.prototype.createBuffer === gpuBefore;
   d.dispose();
-  return { progress, scores: [fromBlob, fromCanvas, fromImageData, fromUrl, fromImg, fromBitmap].map((r) => r.score),
+  codes.disposed = await codeOf(() => d.detect(blob));
+  return { untouched, codes, batch: batch.map((r) => r.score), cleared, progress, scores: [fromBlob, fromCanvas, fromImageData, fromUrl, fromImg, fromBitmap, fromFrame].map((r) => r.score),
+    video: [fromVideo.width, fromVideo.height, Number.isFinite(fromVideo.score)],
     overlay: [overlay.width, overlay.height], after: [after.threshold, after.isAnomalous, after.score >= 0.25],
     cal: cal.threshold, calScores: cal.scores, concurrent: concurrent.map((r) => r.score), badThreshold };
 };
-</script>`);
+`);
   const s2 = await serve(dir, 0);
   const page = await ctx.newPage();
   await page.goto(`http://127.0.0.1:${s2.address().port}/`);
@@ -381,15 +571,259 @@ window.run = async () => {
   s2.close();
   await page.close();
   assert(r.progress.includes('weights') && r.progress.includes('start'), `progress: ${r.progress}`);
+  assert(r.untouched, 'importing the package (or stats()) patched GPUDevice.prototype on the page');
+  const codes = { threshold: 'INVALID_ARGUMENT', abortedBefore: 'ABORTED', abortedQueued: 'ABORTED', abortedLoad: 'ABORTED', disposed: 'DISPOSED' };
+  assert(JSON.stringify(r.codes) === JSON.stringify(codes), `error codes: ${JSON.stringify(r.codes)}`);
+  assert(r.batch.length === 3 && r.batch.every((s) => Math.abs(s - r.scores[0]) < TOL), `detect([…]): ${r.batch}`);
+  assert(r.cleared === true, 'clearCache found nothing to clear');
   // The same pixels by every route (JPEG decoding in Rust and in the browser may differ
   // by a rounding step, so within the parity tolerance).
   for (const s of r.scores) assert(Math.abs(s - r.scores[0]) < TOL, `scores by input type: ${r.scores}`);
   assert(r.overlay[0] === 512 && r.overlay[1] === 512, `overlay ${r.overlay}`);
+  // A stream's frames go through video colour conversion: same size, not the same pixels.
+  assert(JSON.stringify(r.video) === JSON.stringify([512, 512, true]), `video: ${r.video}`);
   assert(r.after[0] === 0.25 && r.after[1] === r.after[2], `threshold: ${r.after}`);
   const cs = r.calScores;
   assert(Math.abs(r.cal - Math.max(cs[0] + 1e-4, cs[1] + 1e-4)) < 1e-6, `calibration ${r.cal} from ${cs}`);
   assert(r.concurrent.length === 3 && r.concurrent.every(Number.isFinite), `concurrent: ${r.concurrent}`);
   assert(r.badThreshold && r.badThreshold.includes('finite'), `NaN threshold: ${r.badThreshold}`);
+});
+
+/** A PNG header claiming 60000×60000 pixels, with no data. */
+function hugePng() {
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(60000, 0); ihdr.writeUInt32BE(60000, 4); ihdr[8] = 8; ihdr[9] = 2;
+  const body = Buffer.concat([Buffer.from('IHDR'), ihdr]);
+  const len = Buffer.alloc(4); len.writeUInt32BE(13);
+  const crc = Buffer.alloc(4); crc.writeUInt32BE(crc32(body));
+  return Buffer.concat([Buffer.from('89504e470d0a1a0a', 'hex'), len, body, crc]);
+}
+
+/** A PNG of `width × height` RGB pixels (filter 0 rows, zlib), for thin images. */
+function png(width, height, pixel) {
+  const raw = Buffer.alloc((width * 3 + 1) * height);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) raw.set(pixel(x, y), y * (width * 3 + 1) + 1 + x * 3);
+  }
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4); len.writeUInt32BE(data.length);
+    const body = Buffer.concat([Buffer.from(type), data]);
+    const crc = Buffer.alloc(4); crc.writeUInt32BE(crc32(body));
+    return Buffer.concat([len, body, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0); ihdr.writeUInt32BE(height, 4); ihdr[8] = 8; ihdr[9] = 2;
+  return Buffer.concat([Buffer.from('89504e470d0a1a0a', 'hex'), chunk('IHDR', ihdr),
+    chunk('IDAT', deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]);
+}
+
+await test('thin and truncated images: detectEncoded and detectRgba score 1-px lines at their size, refuse cut files', async () => {
+  const { page } = await openDemo(ctx, origin);
+  const line = png(3000, 1, (x) => [x % 256, 40, 90]).toString('base64');
+  const column = png(1, 2000, (_, y) => [20, y % 256, 60]).toString('base64');
+  const jpeg = readFileSync(join(ROOT, 'www/samples/hazelnut_toy/good.jpg'));
+  const whole = png(64, 48, (x, y) => [x * 4, y * 5, 90]);
+  const cuts = { 'no-eoi.jpg': jpeg.subarray(0, jpeg.length - 2), 'half.jpg': jpeg.subarray(0, jpeg.length / 2),
+    'no-iend.png': whole.subarray(0, whole.length - 4), 'half.png': whole.subarray(0, whole.length / 2) };
+  const r = await page.evaluate(async ({ line, column, huge, cuts }) => {
+    const d = window.kanoclipDemo.detector();
+    const blob = (b64) => new Blob([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))]);
+    const out = {};
+    for (const [name, b64] of Object.entries({ line, column })) {
+      const res = await d.detect(blob(b64));
+      out[name] = [res.width, res.height, res.map.length, Number.isFinite(res.score)];
+    }
+    // RGBA, 1 px high: the same checks in detectRgba.
+    const px = new Uint8ClampedArray(5000 * 4).fill(128);
+    const res = await d.detect(new ImageData(px, 5000, 1));
+    out.rgba = [res.width, res.height, res.map.length, Number.isFinite(res.score)];
+    for (const [name, b64] of Object.entries(cuts)) {
+      try { await d.detect(blob(b64)); out[name] = 'accepted'; } catch (e) { out[name] = `${e.code} ${e.message}`; }
+    }
+    try { await d.detect({ not: 'an image' }); } catch (e) { out.notImage = e.code; }
+    try { await d.detect(blob(huge)); } catch (e) { out.huge = e.code; }
+    return out;
+  }, { line, column, huge: hugePng().toString('base64'), cuts: Object.fromEntries(Object.entries(cuts).map(([k, v]) => [k, Buffer.from(v).toString('base64')])) });
+  assert(JSON.stringify(r.line) === JSON.stringify([3000, 1, 3000, true]), `line: ${r.line}`);
+  assert(JSON.stringify(r.column) === JSON.stringify([1, 2000, 2000, true]), `column: ${r.column}`);
+  assert(JSON.stringify(r.rgba) === JSON.stringify([5000, 1, 5000, true]), `rgba: ${r.rgba}`);
+  assert(/truncated/.test(r['no-eoi.jpg']) && /end-of-image/.test(r['no-eoi.jpg']), `no-eoi.jpg: ${r['no-eoi.jpg']}`);
+  assert(/truncated/.test(r['no-iend.png']) && /IEND/.test(r['no-iend.png']), `no-iend.png: ${r['no-iend.png']}`);
+  for (const name of ['half.jpg', 'half.png']) assert(/invalid image/.test(r[name]), `${name}: ${r[name]}`);
+  for (const name of Object.keys(cuts)) assert(r[name].startsWith('BAD_IMAGE '), `${name}: ${r[name]}`);
+  assert(r.notImage === 'INVALID_ARGUMENT', `a non-image: ${r.notImage}`);
+  assert(r.huge === 'IMAGE_TOO_LARGE', `a 60000×60000 header: ${r.huge}`);
+  await page.close();
+});
+
+await test('16 concurrent detect() calls give the results of sequential ones', async () => {
+  const { page } = await openDemo(ctx, origin);
+  const r = await page.evaluate(async (samples) => {
+    const d = window.kanoclipDemo.detector();
+    const blobs = [];
+    for (const s of samples) blobs.push(await (await fetch(`samples/hazelnut_toy/${s}.jpg`)).blob());
+    const inputs = Array.from({ length: 16 }, (_, i) => blobs[i % blobs.length]);
+    const seq = [];
+    for (const b of inputs) seq.push(await d.detect(b));
+    const conc = await Promise.all(inputs.map((b) => d.detect(b)));
+    let worst = 0;
+    for (let i = 0; i < 16; i++) {
+      worst = Math.max(worst, Math.abs(seq[i].score - conc[i].score));
+      for (let k = 0; k < seq[i].map.length; k++) worst = Math.max(worst, Math.abs(seq[i].map[k] - conc[i].map[k]));
+    }
+    return { worst, n: conc.length, distinct: new Set(conc.map((c) => c.score)).size, stats: await d.stats() };
+  }, SAMPLES);
+  measures['16 concurrent vs sequential detects: max |Δ|'] = r.worst;
+  assert(r.n === 16 && r.distinct === 3 && r.worst === 0, `concurrent: ${JSON.stringify(r)}`);
+  await page.close();
+});
+
+await test('bad bundles are refused with their reason; a redeploy and a stale cached chunk are handled', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kanoclip-bundles-'));
+  cpSync(join(ROOT, 'www/kanoclip-wasm'), join(dir, 'kanoclip-wasm'), { recursive: true });
+  const good = JSON.parse(readFileSync(join(ROOT, 'www/model/manifest.json'), 'utf8'));
+  const chunkName = good.files[0].chunks[0].path;
+  const bundle = (name, edit, chunkEdit) => {
+    mkdirSync(join(dir, name));
+    const m = structuredClone(good);
+    const text = edit ? edit(m) : JSON.stringify(m);
+    writeFileSync(join(dir, name, 'manifest.json'), typeof text === 'string' ? text : JSON.stringify(m));
+    let bytes = readFileSync(join(ROOT, 'www/model', chunkName));
+    if (chunkEdit) bytes = chunkEdit(Buffer.from(bytes));
+    writeFileSync(join(dir, name, chunkName), bytes);
+  };
+  const setPath = (p) => (m) => { m.files[0].chunks[0].path = p; };
+  bundle('good');
+  bundle('portal', () => '<!doctype html><title>Sign in to the Wi-Fi</title><form>…</form>');
+  bundle('absolute', setPath('https://evil.example/x.bin'));
+  bundle('otherhost', setPath('//evil.example/x.bin'));
+  bundle('dotdot', setPath(`../good/${chunkName}`));
+  bundle('huge', (m) => { m.files[0].size = 1e15; });
+  bundle('tampered', null, (b) => { b[1000] ^= 1; return b; });
+  bundle('truncated', null, (b) => b.subarray(0, 5000));
+  bundle('format', (m) => { m.format = 'kanoclip-web/9'; });
+  writeFileSync(join(dir, 'index.html'), '<!doctype html><meta charset="utf-8"><title>bundles</title><link rel="icon" href="data:,"><script type="module" src="main.js"></script>');
+  writeFileSync(join(dir, 'main.js'), `import { createDetector } from './kanoclip-wasm/dist/index.js';
+window.load = async (name) => {
+  try {
+    const d = await createDetector({ weights: name + '/manifest.json', backend: 'cpu' });
+    const info = d.info; d.dispose(); return { ok: true, cached: info.cached, name: info.name };
+  } catch (e) { return { ok: false, message: e.message, code: e.code, typed: e.name === 'KanoclipError' }; }
+};`);
+  const s2 = await serve(dir, 0);
+  const site = `http://127.0.0.1:${s2.address().port}`;
+  const ctx2 = await browser();
+  const page = await ctx2.newPage();
+  const foreign = [];
+  page.on('request', (r) => { if (!r.url().startsWith(site) && !r.url().startsWith('data:')) foreign.push(r.url()); });
+  ctx2.on('request', (r) => { if (!r.url().startsWith(site) && !r.url().startsWith('data:')) foreign.push(r.url()); });
+  await page.goto(`${site}/`);
+  const want = {
+    portal: [/HTML page/, 'MODEL_INCOMPATIBLE'], absolute: [/not a plain file name/, 'MODEL_INCOMPATIBLE'],
+    otherhost: [/not a plain file name/, 'MODEL_INCOMPATIBLE'], dotdot: [/not a plain file name/, 'MODEL_INCOMPATIBLE'],
+    huge: [/claims/, 'MODEL_INCOMPATIBLE'], tampered: [/SHA-256/, 'INTEGRITY'], truncated: [/bytes, the manifest says/, 'INTEGRITY'],
+    format: [/kanoclip-web\/1/, 'MODEL_INCOMPATIBLE'], missing: [/cannot load the manifest/, 'NETWORK'],
+  };
+  for (const [name, [re, code]] of Object.entries(want)) {
+    const r = await page.evaluate((n) => window.load(n), name);
+    console.log(`  ${name}: ${r.code} ${r.message}`);
+    assert(!r.ok && r.typed && r.code === code && re.test(r.message), `${name}: ${JSON.stringify(r)}`);
+  }
+  // Nothing refused was kept for offline use: the portal page is not in Cache Storage.
+  const cachedPortal = await page.evaluate(async (u) => !!(await (await caches.open('kanoclip-weights-v1')).match(u)), `${site}/portal/manifest.json`);
+  assert(!cachedPortal, 'the refused manifest was cached');
+  const first = await page.evaluate(() => window.load('good'));
+  assert(first.ok && first.cached === false, `good: ${JSON.stringify(first)}`);
+  // A stale or corrupt chunk in Cache Storage under the manifest's name is not used.
+  await page.evaluate(async (u) => (await caches.open('kanoclip-weights-v1')).put(u, new Response('stale bytes')), `${site}/good/${chunkName}`);
+  const healed = await page.evaluate(() => window.load('good'));
+  assert(healed.ok && healed.cached === false, `stale chunk: ${JSON.stringify(healed)}`);
+  // A redeploy at the same URL: new content, new chunk names; the new manifest is fetched
+  // (no-store) and its chunks downloaded, never mixed with the old ones.
+  const f32 = JSON.parse(readFileSync(join(ROOT, 'www/model-free32/manifest.json'), 'utf8'));
+  for (const c of f32.files[0].chunks) cpSync(join(ROOT, 'www/model-free32', c.path), join(dir, 'good', c.path));
+  writeFileSync(join(dir, 'good/manifest.json'), JSON.stringify(f32));
+  const redeployed = await page.evaluate(() => window.load('good'));
+  assert(redeployed.ok && redeployed.cached === false && redeployed.name === f32.name, `redeploy: ${JSON.stringify(redeployed)}`);
+  assert(foreign.length === 0, `requests to other origins: ${foreign}`);
+  await ctx2.close();
+  s2.close();
+});
+
+await test('serve.mjs: path escapes are refused, and every response carries the CSP', async () => {
+  const port = server.address().port;
+  const raw = (path) => new Promise((ok, fail) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path, method: 'GET' }, (res) => {
+      let body = '';
+      res.on('data', (d) => { body += d; });
+      res.on('end', () => ok({ status: res.statusCode, body, csp: res.headers['content-security-policy'] }));
+    });
+    req.on('error', fail);
+    req.end();
+  });
+  const escapes = ['/../package.json', '/%2e%2e/package.json', '/..%2f..%2fetc%2fpasswd', '/model/..%5c..%5cREADME.md',
+    '/%E0%A4%A', '/a%00b', '/../../../../etc/passwd', '/%2e%2e%2f%2e%2e%2fCargo.toml'];
+  for (const path of escapes) {
+    const r = await raw(path);
+    assert([400, 403, 404].includes(r.status), `${path}: HTTP ${r.status}`);
+    assert(!/kanoclip|root:/.test(r.body), `${path} leaked: ${r.body.slice(0, 80)}`);
+  }
+  const worker = await raw('/kanoclip-wasm/dist/worker.js');
+  assert(worker.status === 200 && /default-src 'self'/.test(worker.csp), `worker CSP: ${worker.csp}`);
+  // The server is still up after the malformed requests.
+  assert((await raw('/')).status === 200, 'the server stopped');
+});
+
+await test('the wasm module is within its download budget: 3.0 MB gzipped, 2.6 MB brotli', async () => {
+  const wasm = readFileSync(join(ROOT, 'www/kanoclip-wasm/wasm/kanoclip_bg.wasm'));
+  const gz = gzipSync(wasm, { level: 9 }).length;
+  const br = brotliCompressSync(wasm, { params: { [zlibConstants.BROTLI_PARAM_QUALITY]: 11 } }).length;
+  measures['wasm module bytes: raw, gzip -9, brotli 11'] = [wasm.length, gz, br];
+  assert(gz <= 3.0e6 && br <= 2.6e6, `the module is ${gz} bytes gzipped and ${br} with brotli`);
+});
+
+await test('bundlers: Vite, webpack 5 and esbuild builds of an app detect like native', async () => {
+  const tgz = readdirSync(NATIVE).find((f) => f.startsWith('kanoclip-wasm-') && f.endsWith('.tgz'));
+  const app = mkdtempSync(join(tmpdir(), 'kanoclip-app-'));
+  cpSync(join(ROOT, 'tests/browser/app'), app, { recursive: true });
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module' }));
+  execFileSync('npm', ['install', '--no-audit', '--no-fund', '--offline', join(NATIVE, tgz)], { cwd: app, stdio: 'pipe' });
+  const bin = (name) => join(ROOT, 'scripts/web/node_modules/.bin', name);
+  const run = (cmd, args) => execFileSync(bin(cmd), args, { cwd: app, stdio: 'pipe', encoding: 'utf8' });
+  const page = `<!doctype html><meta charset="utf-8"><title>app</title><link rel="icon" href="data:,">`;
+  // Vite: `vite build`, no config (relative base so that the folder can be served anywhere).
+  run('vite', ['build', '--base', './', '--outDir', 'out-vite', '--logLevel', 'warn']);
+  // webpack 5: production build of the entry, no config file.
+  run('webpack', ['build', '--mode', 'production', '--entry', './src/main.js', '--output-path', 'out-webpack',
+    '--output-filename', 'main.js']);
+  writeFileSync(join(app, 'out-webpack/index.html'), `${page}<script src="main.js"></script>`);
+  // esbuild: one ESM bundle; the package's dist/ and wasm/ copied beside it, and workerUrl
+  // pointing at the copy (esbuild does not follow new URL(…, import.meta.url)).
+  run('esbuild', ['src/main.js', '--bundle', '--format=esm', '--outfile=out-esbuild/main.js', '--log-level=warning']);
+  writeFileSync(join(app, 'out-esbuild/index.html'), `${page}<script type="module" src="main.js"></script>`);
+  for (const sub of ['dist', 'wasm']) {
+    cpSync(join(app, 'node_modules/kanoclip-wasm', sub), join(app, 'out-esbuild/kanoclip-wasm', sub), { recursive: true });
+  }
+  const want = native('free').crack;
+  for (const [name, query] of [['vite', ''], ['webpack', ''], ['esbuild', '?worker=kanoclip-wasm/dist/worker.js']]) {
+    const out = join(app, `out-${name}`);
+    cpSync(join(ROOT, 'www/model-free32'), join(out, 'model'), { recursive: true });
+    cpSync(join(ROOT, 'www/samples/hazelnut_toy/crack.jpg'), join(out, 'crack.jpg'));
+    const s3 = await serve(out, 0);
+    const p = await ctx.newPage();
+    const errors = [];
+    p.on('pageerror', (e) => errors.push(e.message));
+    await p.goto(`http://127.0.0.1:${s3.address().port}/${query}`);
+    await p.waitForFunction(() => typeof window.run === 'function', null, { timeout: 30000 });
+    const got = await p.evaluate(() => window.run());
+    await p.close();
+    s3.close();
+    assert(got.width === want.width && got.height === want.height, `${name}: ${got.width}×${got.height}`);
+    let worst = Math.abs(got.score - want.score);
+    for (let i = 0; i < want.map.length; i++) worst = Math.max(worst, Math.abs(got.map[i] - want.map[i]));
+    measures[`max |browser − native| ${name} build`] = worst;
+    assert(worst <= TOL && errors.length === 0, `${name}: differs from native by ${worst}; errors ${errors}`);
+  }
 });
 
 await ctx.close();
