@@ -108,7 +108,7 @@ fn main() {
             seeds: vec![0, 1, 2],
             fusion: FewShot::default(),
         };
-        let r = evaluate_few_shot(&det, &data, &p, |_| {}).unwrap();
+        let r = evaluate_few_shot(&det, &data, &p, 8, |_| {}).unwrap();
         let m = r.mean.last().unwrap();
         println!(
             "k {k}: pixel AUROC {:.3} ± {:.3}, image AUROC {:.3} ± {:.3} (3 seeds)",

@@ -402,6 +402,44 @@ fn synth_then_eval_writes_metrics_and_scores() {
             .count(),
         1 + 4 + 1
     );
+    // --batch 3 (7 test images per category: batches of 3, 3 and 1) scores every image as
+    // the default does (one image per pass on the CPU), up to float rounding.
+    let out3 = dir.join("out-batch3");
+    let mut args = base.to_vec();
+    args.extend([
+        "--head",
+        &head,
+        "--batch",
+        "3",
+        "--out",
+        out3.to_str().unwrap(),
+    ]);
+    kanoclip_ok(&args);
+    let by_path = |text: &str| -> std::collections::BTreeMap<String, f64> {
+        text.lines()
+            .skip(1)
+            .map(|l| {
+                let (path, score) = l.rsplit_once(',').unwrap();
+                (path.to_string(), score.parse().unwrap())
+            })
+            .collect()
+    };
+    let (one, three) = (
+        by_path(&scores),
+        by_path(&std::fs::read_to_string(out3.join("scores.csv")).unwrap()),
+    );
+    assert_eq!(one.len(), 28);
+    assert_eq!(
+        one.keys().collect::<Vec<_>>(),
+        three.keys().collect::<Vec<_>>()
+    );
+    for (path, s) in &one {
+        assert!(
+            (s - three[path]).abs() < 1e-5,
+            "{path}: {s} vs {}",
+            three[path]
+        );
+    }
     // Neither --head nor --training-free, and a data set that is not there: refused.
     let mut args = base.to_vec();
     args.extend(["--out", out.to_str().unwrap()]);

@@ -56,7 +56,7 @@ fn measure(seed: u64, fusions: &[FewShot]) -> (f64, Vec<f64>) {
                 seeds: vec![0],
                 fusion,
             };
-            evaluate_few_shot(&det, &data, &p, |_| {}).unwrap().mean[4]
+            evaluate_few_shot(&det, &data, &p, 8, |_| {}).unwrap().mean[4]
                 .pixel_auroc
                 .unwrap()
         })

@@ -43,9 +43,10 @@ pub struct DetectArgs {
     /// input once; `kanoclip report merge` joins their reports.
     #[arg(long)]
     shard: Option<super::report::Shard>,
-    /// Images per forward pass (only this many are decoded at once).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
-    batch: u16,
+    /// Images per forward pass (only this many are decoded at once); default: the fastest
+    /// on the backend (1 on the CPU, 8 on GPUs).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    batch: Option<u16>,
 }
 
 const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "gif"];
@@ -214,7 +215,10 @@ pub fn run(args: DetectArgs) -> Result<()> {
     // keeps what was done; report.json and report.csv are written at the end.
     let lines_path = args.out.join("report.jsonl");
     let mut lines = std::fs::File::create(&lines_path).map_err(|e| Error::io(&lines_path, e))?;
-    for chunk in files.chunks(usize::from(args.batch)) {
+    let batch = args
+        .batch
+        .map_or(args.model.backend.default_batch(), usize::from);
+    for chunk in files.chunks(batch) {
         bar.set_message(
             chunk[0]
                 .file_name()

@@ -104,20 +104,26 @@ fn load_mask(sample: &Sample, width: u32, height: u32) -> Result<Vec<bool>> {
     Ok(mask)
 }
 
-/// Run `detector` over the test split. `progress` is called once per image.
+/// The images per forward pass of [`evaluate`].
+pub const DEFAULT_BATCH: usize = 8;
+
+/// Run `detector` over the test split, [`DEFAULT_BATCH`] images per forward pass.
+/// `progress` is called once per image.
 pub fn evaluate(
     detector: &Detector,
     data: &Dataset,
     progress: impl FnMut(&Sample),
 ) -> Result<EvalReport> {
-    evaluate_with(detector, data, |_| Ok(()), progress)
+    evaluate_with(detector, data, DEFAULT_BATCH, |_| Ok(()), progress)
 }
 
-/// [`evaluate`], with `before` run before each category (few-shot mode sets that
-/// category's reference memory there).
+/// [`evaluate`], `batch` images per forward pass (at least 1; only that many are decoded
+/// at once), with `before` run before each category (few-shot mode sets that category's
+/// reference memory there).
 pub fn evaluate_with(
     detector: &Detector,
     data: &Dataset,
+    batch: usize,
     mut before: impl FnMut(&str) -> Result<()>,
     mut progress: impl FnMut(&Sample),
 ) -> Result<EvalReport> {
@@ -149,6 +155,7 @@ pub fn evaluate_with(
                 detector,
                 &category,
                 &test,
+                batch.max(1),
                 (&mut scores, &mut failed),
                 &mut progress,
             );
@@ -188,6 +195,7 @@ fn evaluate_category(
     detector: &Detector,
     category: &str,
     test: &[&Sample],
+    batch: usize,
     (scores, failed): (&mut Vec<ScoreRow>, &mut Vec<FailedRow>),
     progress: &mut impl FnMut(&Sample),
 ) -> CategoryMetrics {
@@ -203,7 +211,7 @@ fn evaluate_category(
             error: e.to_string().replace('\n', "; "),
         });
     };
-    for chunk in test.chunks(8) {
+    for chunk in test.chunks(batch) {
         let loaded: Vec<Result<DynamicImage>> =
             chunk.par_iter().map(|s| load_image(&s.path)).collect();
         let (mut ok, mut images) = (Vec::new(), Vec::new());

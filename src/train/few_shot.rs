@@ -64,11 +64,13 @@ pub fn draw_references(
     Ok(picked)
 }
 
-/// Run the protocol. The detector's memory is cleared at the end.
+/// Run the protocol, `batch` test images per forward pass. The detector's memory is
+/// cleared at the end.
 pub fn evaluate_few_shot(
     detector: &Detector,
     data: &Dataset,
     protocol: &FewShotProtocol,
+    batch: usize,
     mut progress: impl FnMut(&Sample),
 ) -> Result<FewShotReport> {
     protocol.fusion.validate()?;
@@ -93,7 +95,7 @@ pub fn evaluate_few_shot(
             let memory = detector.build_memory(&images, sources, options)?;
             detector.set_memory(memory, protocol.fusion)
         };
-        let run = evaluate_with(detector, data, set_memory, &mut progress);
+        let run = evaluate_with(detector, data, batch, set_memory, &mut progress);
         detector.clear_memory();
         runs.push(run?);
     }
