@@ -20,9 +20,10 @@ pub enum BackendKind {
 
 impl BackendKind {
     /// Images per forward pass that run fastest on this backend, the default of `kanoclip
-    /// detect` and `kanoclip eval`: 1 on the CPU, where a batch of 8 took 8.2 times one
-    /// image's time (B/16, flex, 2 threads: 6485 ms against 786), so batching only holds
-    /// more images in memory; 8 on GPUs, where a batch of 8 took 2.6 times one image's
+    /// detect` and `kanoclip eval`: 1 on the CPU, where a batch of 8 took 7.6 times one
+    /// image's time (B/16, flex with threads and SIMD, 2 threads: 4659 ms against 617), a
+    /// 6 % gain per image, inside this machine's run-to-run spread and not worth holding
+    /// eight decoded images; 8 on GPUs, where a batch of 8 took 2.6 times one image's
     /// (wgpu on an H200: 154 ms against 60).
     pub fn default_batch(self) -> usize {
         match self {
