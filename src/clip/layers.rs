@@ -5,6 +5,8 @@ use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, sigmoid, softmax};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 
 use super::config::Activation;
 
@@ -57,6 +59,14 @@ impl Attention {
     }
 
     /// `out_proj(softmax(q kᵀ s + mask) v)`, with `s = head_dim^-0.5`.
+    ///
+    /// Unmasked (every vision block, both CLIP-VV paths) this is Burn's fused attention
+    /// op: on the CPU (burn-flex) one parallel job per head, scores kept in a per-thread
+    /// buffer, scale and softmax in one pass over them; on wgpu, and under autodiff, Burn's
+    /// own decomposition, the same operations as the masked branch. Its default scale is
+    /// `head_dim^-0.5`; passing that scale explicitly would send wgpu to the decomposition
+    /// even where a flash kernel exists, so it is left implicit. The text tower's causal
+    /// mask keeps the explicit form: it runs once per prompt set, at load.
     pub fn attend(
         &self,
         q: Tensor<4>,
@@ -65,12 +75,15 @@ impl Attention {
         mask: Option<&Tensor<2>>,
     ) -> Tensor<3> {
         let [b, h, t, hd] = q.dims();
-        let scale = (hd as f64).powf(-0.5);
-        let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
-        if let Some(mask) = mask {
-            scores = scores + mask.clone().unsqueeze::<4>();
-        }
-        let out = softmax(scores, 3).matmul(v);
+        let out = match mask {
+            None => attention(q, k, v, None, None, AttentionModuleOptions::default()),
+            Some(mask) => {
+                let scale = (hd as f64).powf(-0.5);
+                let scores =
+                    q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + mask.clone().unsqueeze::<4>();
+                softmax(scores, 3).matmul(v)
+            }
+        };
         self.out_proj
             .forward(out.swap_dims(1, 2).reshape([b, t, h * hd]))
     }
