@@ -1,62 +1,77 @@
-// Browser timings for a ViT-B/16-shaped RANDOM model in headless Chromium: kanoclip-wasm on
-// the CPU and on WebGPU, and the same architecture and weights exported to ONNX
-// (scripts/onnx_export.py) in onnxruntime-web's wasm backend, in the same session. Both
-// wasm runtimes run single-threaded (the page is not cross-origin isolated).
-//   scripts/build-web
-//   python scripts/onnx_export.py /tmp/b16        # weights, config, ONNX
-//   kanoclip convert --to web --clip-config /tmp/b16/b16_config.json \
-//     --weights /tmp/b16/b16.safetensors --out /tmp/b16/bundle
-//   npm install --prefix /tmp/ortweb onnxruntime-web@1.30.0
-//   node benches/browser.mjs /tmp/b16/bundle /tmp/b16/b16_visual.onnx /tmp/ortweb/node_modules/onnxruntime-web/dist
+// Browser rows of the speed comparison (#10): kanoclip-wasm against onnxruntime-web running
+// the SAME graph, in one headless Chromium session: a ViT-B/16-shaped RANDOM model at 224
+// with a random 4-level head, CLIP-VV from block 4, taps 3/6/9/12, maps, σ = 4 and the
+// score (scripts/onnx_export.py writes the weights, the head file and the ONNX graph from
+// the same numbers). Both wasm runtimes run on one thread: kanoclip-wasm has no threaded
+// build, and the page is not cross-origin isolated. The WebGPU rows run on Chromium's
+// SwiftShader adapter (emulated on the CPU): a path check, not a GPU figure.
+//
+//   scripts/bench-browser         # does all of it: export, convert, npm, this script
+//   node benches/browser.mjs DIR ORT_DIST
+//     DIR: onnx_export.py's output with the converted bundle in DIR/bundle
+// Environment: KANOCLIP_WWW (a page copy holding kanoclip-wasm/, default www),
+// KANOCLIP_BENCH_RUNS (4), SKIP_WEBGPU=1, KANOCLIP_BENCH_JSON (a file for JSON lines).
+// The weights are random: timings, not accuracy.
 import { chromium } from '../scripts/web/node_modules/playwright-core/index.mjs';
 import { serve } from '../scripts/serve.mjs';
-import { cpSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 
 const ROOT = resolve(new URL('..', import.meta.url).pathname);
-const [bundle, onnx, ortDist] = process.argv.slice(2).map((p) => resolve(p));
+const [src, ortDist] = process.argv.slice(2).map((p) => resolve(p));
+const www = resolve(process.env.KANOCLIP_WWW || join(ROOT, 'www'));
+const runs = Number(process.env.KANOCLIP_BENCH_RUNS || 4);
+const expected = JSON.parse(readFileSync(join(src, 'expected.json'), 'utf8'));
 const dir = mkdtempSync(join(tmpdir(), 'kanoclip-bench-'));
-cpSync(join(ROOT, 'www/kanoclip-wasm'), join(dir, 'kanoclip-wasm'), { recursive: true });
-symlinkSync(bundle, join(dir, 'model'));
-symlinkSync(onnx, join(dir, 'model.onnx'));
+cpSync(join(www, 'kanoclip-wasm'), join(dir, 'kanoclip-wasm'), { recursive: true });
+symlinkSync(join(src, 'bundle'), join(dir, 'model'));
+symlinkSync(join(src, 'b16_detect.onnx'), join(dir, 'detect.onnx'));
+symlinkSync(join(src, 'input.bin'), join(dir, 'input.bin'));
 symlinkSync(ortDist, join(dir, 'ort'));
 cpSync(join(ROOT, 'www/samples/hazelnut_toy/crack.jpg'), join(dir, 'crack.jpg'));
-writeFileSync(join(dir, 'index.html'), `<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,">
-<script type="module">
-import { createDetector } from './kanoclip-wasm/dist/index.js';
+// The page's code is a file of its own: serve.mjs's CSP allows no inline script.
+writeFileSync(join(dir, 'index.html'), '<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,">' +
+  '<script type="module" src="bench.js"></script>');
+writeFileSync(join(dir, 'bench.js'), `import { createDetector } from './kanoclip-wasm/dist/index.js';
 const med = (v) => v.slice().sort((a, b) => a - b)[Math.floor(v.length / 2)];
 window.kanoclip = async (backend, runs) => {
   const t0 = performance.now();
   const d = await createDetector({ weights: 'model/manifest.json', backend });
-  const load = performance.now() - t0;
+  const loadMs = performance.now() - t0;
   const blob = await (await fetch('crack.jpg')).blob();
   const fwd = [], total = [];
+  let score;
   for (let i = 0; i < runs; i++) {
     const r = await d.detect(blob);
-    fwd.push(r.timings.forwardMs); total.push(r.timings.totalMs);
+    fwd.push(r.timings.forwardMs); total.push(r.timings.totalMs); score = r.score;
   }
   const stats = await d.stats();
   d.dispose();
-  return { backend: d.backend, loadMs: load, firstMs: total[0], warmForwardMs: med(fwd.slice(1)), warmTotalMs: med(total.slice(1)), wasmMB: stats.wasmBytes / 1e6 };
+  return { backend: d.backend, loadMs, firstMs: total[0], warmForwardMs: med(fwd.slice(1)),
+    warmMs: med(total.slice(1)), score, wasmMB: stats.wasmBytes / 1e6 };
 };
-window.ort = async (runs) => {
-  const ort = await import('./ort/ort.wasm.min.mjs');
+window.ort = async (ep, runs) => {
+  const ort = await import(ep === 'webgpu' ? './ort/ort.webgpu.min.mjs' : './ort/ort.wasm.min.mjs');
   ort.env.wasm.numThreads = 1;
   ort.env.wasm.wasmPaths = new URL('./ort/', location.href).href;
   const t0 = performance.now();
-  const s = await ort.InferenceSession.create('model.onnx', { executionProviders: ['wasm'] });
-  const load = performance.now() - t0;
-  const x = new ort.Tensor('float32', Float32Array.from({ length: 3 * 224 * 224 }, () => Math.random() - 0.5), [1, 3, 224, 224]);
+  const s = await ort.InferenceSession.create('detect.onnx', { executionProviders: [ep] });
+  const loadMs = performance.now() - t0;
+  const data = new Float32Array(await (await fetch('input.bin')).arrayBuffer());
+  const x = new ort.Tensor('float32', data, [1, 3, 224, 224]);
   const t = [];
+  let score;
   for (let i = 0; i < runs; i++) {
     const a = performance.now();
-    await s.run({ image: x });
+    const out = await s.run({ image: x });
+    score = out.score.data[0];
     t.push(performance.now() - a);
   }
-  return { loadMs: load, firstMs: t[0], warmMs: med(t.slice(1)), version: ort.env.versions?.web };
+  await s.release();
+  return { backend: ep, loadMs, firstMs: t[0], warmMs: med(t.slice(1)), score, version: ort.env.versions?.web };
 };
-</script>`);
+`);
 const server = await serve(dir, 0);
 const ctx = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'kanoclip-chromium-')), {
   executablePath: '/usr/bin/chromium', headless: true,
@@ -65,17 +80,37 @@ const ctx = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'k
 });
 const page = await ctx.newPage();
 page.on('pageerror', (e) => console.log('pageerror', e.message));
+page.on('console', (m) => m.type() === 'error' && console.log('console', m.text()));
 await page.goto(`http://127.0.0.1:${server.address().port}/`);
-const out = {};
-out.kanoclipCpu = await page.evaluate(() => window.kanoclip('cpu', 4));
-console.log('kanoclip-wasm, CPU (flex, SIMD, 1 thread):', JSON.stringify(out.kanoclipCpu));
-out.ort = await page.evaluate(() => window.ort(4));
-console.log('onnxruntime-web, wasm (SIMD, 1 thread):', JSON.stringify(out.ort));
-console.log(`ratio kanoclip forward / onnxruntime-web run (warm): ${(out.kanoclipCpu.warmForwardMs / out.ort.warmMs).toFixed(2)}`);
-if (!process.env.SKIP_WEBGPU) {
-  out.kanoclipWebgpu = await page.evaluate(() => window.kanoclip('webgpu', 2));
-  console.log('kanoclip-wasm, WebGPU (Chromium SwiftShader, CPU-emulated):', JSON.stringify(out.kanoclipWebgpu));
+await page.waitForFunction(() => window.kanoclip && window.ort);
+const json = process.env.KANOCLIP_BENCH_JSON;
+const rows = [];
+const row = (side, backend, r) => {
+  rows.push({ side, backend, ...r });
+  console.log(`${side.padEnd(16)} ${backend.padEnd(7)} warm ${r.warmMs.toFixed(0).padStart(6)} ms` +
+    (r.warmForwardMs ? ` (forward ${r.warmForwardMs.toFixed(0)})` : '') +
+    `  first ${r.firstMs.toFixed(0)} ms  load ${r.loadMs.toFixed(0)} ms  score ${r.score.toFixed(5)}` +
+    (r.wasmMB ? `  wasm memory ${r.wasmMB.toFixed(0)} MB` : ''));
+  if (json) appendFileSync(json, JSON.stringify({ side, work: 'browser-detect', threads: 1, ...r, ms: r.warmMs }) + '\n');
+};
+console.log(`same graph: ViT-B/16-shaped RANDOM model + head; reference score ${expected.score.toFixed(5)}`);
+const pairs = [['cpu', 'wasm']];
+if (!process.env.SKIP_WEBGPU) pairs.push(['webgpu', 'webgpu']);
+const ratios = [];
+for (const [kb, ob] of pairs) {
+  const k = await page.evaluate(([b, n]) => window.kanoclip(b, n), [kb, kb === 'cpu' ? runs : 2]);
+  row('kanoclip-wasm', kb, k);
+  const o = await page.evaluate(([b, n]) => window.ort(b, n), [ob, ob === 'wasm' ? runs : 2]);
+  row(`onnxruntime-web ${o.version ?? ''}`.trim(), ob, o);
+  ratios.push(`${kb}: kanoclip/onnxruntime-web ${(k.warmMs / o.warmMs).toFixed(2)}× whole detect, ` +
+    `${(k.warmForwardMs / o.warmMs).toFixed(2)}× forward only`);
+  for (const [name, r] of [['kanoclip', k], ['onnxruntime-web', o]]) {
+    if (Math.abs(r.score - expected.score) > 2e-3) {
+      console.log(`WARNING: ${name} ${kb} score ${r.score} is not the reference's ${expected.score}: not the same work`);
+    }
+  }
 }
-writeFileSync(join(process.env.KANOCLIP_LOGS || tmpdir(), 'browser-bench.json'), JSON.stringify(out, null, 1));
+ratios.forEach((r) => console.log(r));
+writeFileSync(join(process.env.KANOCLIP_LOGS || tmpdir(), 'browser-bench.json'), JSON.stringify(rows, null, 1));
 await ctx.close();
 server.close();
