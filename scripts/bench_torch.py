@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from head_reference import Adapter, XAttn  # noqa: E402
+from head_reference import Adapter, XAttn, tap_maps  # noqa: E402
 from make_fixtures import vision_forward  # noqa: E402
 
 MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(3, 1, 1)
@@ -55,16 +55,7 @@ def main():
                              for p in pictures]).to(dev)
         gfeat, tap_list = vision_forward(model, batch, vv_from, taps)
         b = batch.shape[0]
-        t = text.unsqueeze(0).expand(b, -1, -1)
-        total = torch.zeros(b, 1, size, size, device=dev)
-        for l, tap in enumerate(tap_list):
-            p = tap[:, 1:]
-            x_it, x_ti = bicmci[l]
-            pp, tt = p + x_it(p, t), t + x_ti(t, p)
-            z = F.normalize(pp, dim=-1) @ F.normalize(tt, dim=-1).transpose(1, 2) / tau
-            s = z.softmax(dim=-1)
-            m = ((s[..., 1] + 1 - s[..., 0]) / 2).reshape(b, 1, grid, grid)
-            total = total + F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False)
+        total = tap_maps(tap_list, text, tau, grid, size, bicmci)
         gg = gfeat + 0.2 * adapter(tap_list[-1][:, 1:], grid)
         probs = (F.normalize(gg, dim=-1) @ text.T / tau).softmax(dim=-1).cpu().numpy()
         maps = total.cpu().numpy()

@@ -88,25 +88,33 @@ class Adapter(nn.Module):
         return x.mean(dim=(2, 3))
 
 
+def tap_maps(tap_list, text, tau, grid, size, bicmci=None):
+    """Spec §4-§5: each tap's patch map (with Bi-CMCI when given), up-sampled to the input
+    size and summed over the taps, [batch, 1, size, size]."""
+    b = tap_list[0].shape[0]
+    t = text.unsqueeze(0).expand(b, -1, -1)
+    total = torch.zeros(b, 1, size, size, device=text.device)
+    for l, tap in enumerate(tap_list):
+        p = tap[:, 1:]
+        pp, tt = p, t
+        if bicmci is not None:
+            x_it, x_ti = bicmci[l]
+            pp = p + x_it(p, t)
+            tt = t + x_ti(t, p)
+        z = F.normalize(pp, dim=-1) @ F.normalize(tt, dim=-1).transpose(1, 2) / tau
+        s = z.softmax(dim=-1)
+        m = ((s[..., 1] + 1 - s[..., 0]) / 2).reshape(b, 1, grid, grid)
+        total = total + F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False)
+    return total
+
+
 def detect(model, vision_forward, batch, text, det, head=None):
     """Spec §4-§7 for a batch already at the input size; returns scores, probs and maps."""
     size, taps = det["input_size"], det["taps"]
     grid = size // model.visual.conv1.kernel_size[0]
     g, tap_list = vision_forward(model, batch, det["vv_from"], taps)
     b = batch.shape[0]
-    t = text.unsqueeze(0).expand(b, -1, -1)
-    total = torch.zeros(b, 1, size, size)
-    for l, tap in enumerate(tap_list):
-        p = tap[:, 1:]
-        pp, tt = p, t
-        if head is not None:
-            x_it, x_ti = head["bicmci"][l]
-            pp = p + x_it(p, t)
-            tt = t + x_ti(t, p)
-        z = F.normalize(pp, dim=-1) @ F.normalize(tt, dim=-1).transpose(1, 2) / det["tau"]
-        s = z.softmax(dim=-1)
-        m = ((s[..., 1] + 1 - s[..., 0]) / 2).reshape(b, 1, grid, grid)
-        total = total + F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False)
+    total = tap_maps(tap_list, text, det["tau"], grid, size, head["bicmci"] if head is not None else None)
     if head is not None:
         g = g + head["alpha"] * head["adapter"](tap_list[-1][:, 1:], grid)
     probs = (F.normalize(g, dim=-1) @ text.T / det["tau"]).softmax(dim=-1)

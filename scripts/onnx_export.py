@@ -32,7 +32,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from head_reference import Adapter, XAttn, encode_prompts, fingerprint  # noqa: E402
+from head_reference import Adapter, XAttn, encode_prompts, fingerprint, tap_maps  # noqa: E402
 from make_fixtures import vision_forward  # noqa: E402
 
 DET = {"input_size": 224, "vv_from": 4, "taps": [3, 6, 9, 12], "tau": 0.07, "sigma": 4.0,
@@ -71,16 +71,7 @@ class DetectGraph(nn.Module):
         size, taps, tau = DET["input_size"], DET["taps"], DET["tau"]
         grid = size // self.model.visual.conv1.kernel_size[0]
         g, tap_list = vision_forward(self.model, image, DET["vv_from"], taps)
-        t = self.text.unsqueeze(0)
-        total = torch.zeros(1, 1, size, size)
-        for l, tap in enumerate(tap_list):
-            p = tap[:, 1:]
-            x_it, x_ti = self.bicmci[l]
-            pp, tt = p + x_it(p, t), t + x_ti(t, p)
-            z = F.normalize(pp, dim=-1) @ F.normalize(tt, dim=-1).transpose(1, 2) / tau
-            s = z.softmax(dim=-1)
-            m = ((s[..., 1] + 1 - s[..., 0]) / 2).reshape(1, 1, grid, grid)
-            total = total + F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False)
+        total = tap_maps(tap_list, self.text, tau, grid, size, self.bicmci)
         gg = g + HEAD["alpha"] * self.adapter(tap_list[-1][:, 1:], grid)
         prob = (F.normalize(gg, dim=-1) @ self.text.T / tau).softmax(dim=-1)[:, 1]
         sm = F.conv2d(reflect_pad(total, self.r, 3), self.kx)
