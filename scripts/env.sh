@@ -12,3 +12,12 @@ if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
 fi
 # Pinned tools built once per machine (wasm-bindgen-cli).
 export KANOCLIP_TOOLS=${KANOCLIP_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/kanoclip/tools}
+# The pinned Python reference (scripts/requirements.txt, ~5.5 GB), built on first use by the
+# scripts that need it (make-fixtures, bench-compare, bench-browser); CI never does. Sets VENV.
+pyref() {
+  VENV=${KANOCLIP_PYREF:-${XDG_CACHE_HOME:-$HOME/.cache}/kanoclip/pyref}
+  if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q -r scripts/requirements.txt
+  fi
+}
