@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import save_file
 
-OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures")
-os.makedirs(os.path.join(OUT, "images"), exist_ok=True)
+# Set by the `__main__` block only: bench_torch.py, torch_train_step.py, onnx_export.py and
+# fewshot_reference.py import this module with their own argv, which is not a folder.
+OUT = None
 torch.set_grad_enabled(False)
 
 MODELS = {
@@ -346,4 +347,6 @@ def write_tokenizer_cases():
 
 
 if __name__ == "__main__":
+    OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures")
+    os.makedirs(os.path.join(OUT, "images"), exist_ok=True)
     main()
