@@ -32,6 +32,8 @@
 
 pub(crate) mod atomic;
 pub mod clip;
+#[cfg(feature = "flex")]
+pub(crate) mod cpu;
 pub mod detect;
 pub mod device;
 pub mod error;

@@ -47,10 +47,15 @@ pub struct Qkv {
 
 impl Attention {
     pub fn qkv(&self, x: Tensor<3>) -> Qkv {
-        let [b, t, w] = x.dims();
+        self.split(self.in_proj.forward(x))
+    }
+
+    /// The fused `in_proj` output `[b, t, 3W]` as per-head q, k, v.
+    fn split(&self, fused: Tensor<3>) -> Qkv {
+        let [b, t, w3] = fused.dims();
+        let w = w3 / 3;
         let hd = w / self.heads;
         let split = |y: Tensor<3>| y.reshape([b, t, self.heads, hd]).swap_dims(1, 2);
-        let fused = self.in_proj.forward(x);
         Qkv {
             q: split(fused.clone().narrow(2, 0, w)),
             k: split(fused.clone().narrow(2, w, w)),
@@ -88,9 +93,30 @@ impl Attention {
             .forward(out.swap_dims(1, 2).reshape([b, t, h * hd]))
     }
 
+    /// Unmasked self-attention from the fused `in_proj` output: `(q, k, v)`, or CLIP-VV's
+    /// `(v, v, v)` when `vv`. On the CPU backend, one fused kernel ([`crate::cpu::attend`]:
+    /// heads read in place, no layout copies); elsewhere [`Attention::attend`].
+    pub fn attend_fused(&self, fused: &Tensor<3>, vv: bool) -> Tensor<3> {
+        #[cfg(feature = "flex")]
+        if let Some(out) = crate::cpu::attend(fused, self.heads, vv) {
+            return self.out_proj.forward(out);
+        }
+        let Qkv { q, k, v } = self.split(fused.clone());
+        if vv {
+            self.attend(v.clone(), v.clone(), v, None)
+        } else {
+            self.attend(q, k, v, None)
+        }
+    }
+
     pub fn forward(&self, x: Tensor<3>, mask: Option<&Tensor<2>>) -> Tensor<3> {
-        let Qkv { q, k, v } = self.qkv(x);
-        self.attend(q, k, v, mask)
+        match mask {
+            None => self.attend_fused(&self.in_proj.forward(x), false),
+            Some(_) => {
+                let Qkv { q, k, v } = self.qkv(x);
+                self.attend(q, k, v, mask)
+            }
+        }
     }
 }
 
@@ -114,7 +140,13 @@ impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let x = self.c_fc.forward(x);
         let x = if self.quick_gelu {
-            x.clone() * sigmoid(x.mul_scalar(1.702))
+            let generic = |x: Tensor<3>| x.clone() * sigmoid(x.mul_scalar(1.702));
+            // One in-place pass on the CPU backend; Burn's three ops elsewhere.
+            #[cfg(feature = "flex")]
+            let x = crate::cpu::quick_gelu(x, generic);
+            #[cfg(not(feature = "flex"))]
+            let x = generic(x);
+            x
         } else {
             gelu(x)
         };
@@ -141,9 +173,9 @@ impl Block {
     /// its input `ln_1(h_ori)`; the V-V path takes `softmax(v vᵀ s) v` and skips the MLP.
     /// Returns new tensors: nothing is updated in place, so earlier taps stay distinct.
     pub fn forward_dual(&self, h_ori: Tensor<3>, h_vv: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
-        let Qkv { q, k, v } = self.attn.qkv(self.ln_1.forward(h_ori.clone()));
-        let a_vv = self.attn.attend(v.clone(), v.clone(), v.clone(), None);
-        let a_ori = self.attn.attend(q, k, v, None);
+        let fused = self.attn.in_proj.forward(self.ln_1.forward(h_ori.clone()));
+        let a_vv = self.attn.attend_fused(&fused, true);
+        let a_ori = self.attn.attend_fused(&fused, false);
         let h_ori = h_ori + a_ori;
         let h_ori = h_ori.clone() + self.mlp.forward(self.ln_2.forward(h_ori));
         (h_ori, h_vv + a_vv)

@@ -17,7 +17,7 @@ use burn::prelude::*;
 use super::checkpoint::{Checkpoint, Progress, param_ids, with_param_ids};
 use super::loss;
 use crate::clip::text::TextTower;
-use crate::clip::{Clip, Tokenizer, VisionOutput, VvOptions};
+use crate::clip::{Clip, Tokenizer, VisionOutput, VisionTower, VvOptions};
 use crate::detect::DetectorConfig;
 use crate::detect::head_file::{HeadMeta, check_levels, head_bytes, load_head};
 use crate::detect::upsample::upsample_bilinear;
@@ -110,6 +110,9 @@ pub struct Trainer {
     /// The detector settings it trains for.
     pub detector: DetectorConfig,
     tokens: PromptTokens,
+    /// The frozen image tower on the autodiff device's inner backend, and its positional
+    /// embedding there: see [`Trainer::features`].
+    frozen: VisionTower,
     pos: Tensor<2>,
     /// The first replica is on the main device (where CLIP and the head live).
     replicas: Vec<Replica>,
@@ -117,10 +120,11 @@ pub struct Trainer {
     specific_rows: HashMap<String, usize>,
 }
 
-fn detach(v: VisionOutput) -> VisionOutput {
+/// Outputs of the inner backend as constants on the autodiff device.
+fn constants(v: VisionOutput) -> VisionOutput {
     VisionOutput {
-        global: v.global.detach(),
-        taps: v.taps.into_iter().map(Tensor::detach).collect(),
+        global: v.global.autodiff(),
+        taps: v.taps.into_iter().map(Tensor::autodiff).collect(),
     }
 }
 
@@ -216,7 +220,7 @@ impl Trainer {
         let pos = clip
             .vision
             .positional_embedding_for(detector.input_size / c.vision.patch_size)
-            .detach();
+            .inner();
         let optim = AdamConfig::new()
             .with_beta_1(cfg.beta_1)
             .with_beta_2(cfg.beta_2)
@@ -229,6 +233,7 @@ impl Trainer {
             head_cfg,
             detector,
             tokens,
+            frozen: clip.vision.valid(),
             pos,
             replicas: vec![Replica {
                 device: device.clone(),
@@ -274,7 +279,10 @@ impl Trainer {
             vv_from: Some(self.detector.vv_from),
             taps: self.detector.taps.clone(),
         };
-        detach(self.clip.vision.forward(images, self.pos.clone(), &vv))
+        // The tower is frozen: no gradient flows into it, so it runs without autodiff's
+        // bookkeeping, on the plain backend (and so on the CPU backend's fused kernels:
+        // src/cpu), and its outputs join the graph as constants.
+        constants(self.frozen.forward(images.inner(), self.pos.clone(), &vv))
     }
 
     /// The head being trained.
