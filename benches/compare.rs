@@ -7,7 +7,8 @@
 //!
 //! Environment: `KANOCLIP_BENCH_BACKENDS` (`cpu,wgpu`), `KANOCLIP_BENCH_BATCHES` (`1,8`),
 //! `KANOCLIP_BENCH_REPS` (5), `KANOCLIP_BENCH_WARMUP` (2), `KANOCLIP_BENCH_TRAIN` (`1` adds the training step),
-//! `KANOCLIP_BENCH_JSON` (a file for one JSON line per measurement). The weights are
+//! `KANOCLIP_BENCH_JSON` (a file for one JSON line per measurement), `KANOCLIP_BENCH_ROUND`
+//! (`scripts/bench-compare`'s round, recorded in each line). The weights are
 //! random: these are timings, not accuracy.
 
 use std::io::Write;
@@ -43,7 +44,8 @@ impl Out {
         if let Some(f) = &mut self.0 {
             writeln!(
                 f,
-                r#"{{"side":"kanoclip","backend":"{backend}","work":"{work}","batch":{batch},"threads":{threads},"ms":{ms}}}"#
+                r#"{{"side":"kanoclip","backend":"{backend}","work":"{work}","batch":{batch},"threads":{threads},"round":{},"ms":{ms}}}"#,
+                env_or("KANOCLIP_BENCH_ROUND", "1").parse::<usize>().unwrap_or(1)
             )
             .unwrap();
         }

@@ -4,7 +4,7 @@ pre-processing of a 224×224 RGB picture, the spec's CLIP-VV path from block 4 w
 3, 6, 9, 12 (scripts/make_fixtures.py), a 4-level head with Bi-CMCI and the Conv-Adapter
 (scripts/head_reference.py), the maps, σ = 4 smoothing (scipy) and the scores.
 
-    python scripts/bench_torch.py --threads 2 [--device cpu|cuda] [--batches 1,8] [--json FILE]
+    python scripts/bench_torch.py --threads 2 [--device cpu|cuda] [--batches 1,8] [--json FILE] [--round N]
 
 Prints one line per measurement; with --json, appends one JSON line each. The weights are
 random: timings, not accuracy.
@@ -37,6 +37,7 @@ def main():
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--json")
+    ap.add_argument("--round", type=int, default=1, help="bench-compare's round, recorded")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
@@ -82,7 +83,7 @@ def main():
             if args.json:
                 with open(args.json, "a") as f:
                     f.write(json.dumps({"side": "torch", "backend": args.device, "work": "detect",
-                                        "batch": b, "threads": args.threads, "ms": ms}) + "\n")
+                                        "batch": b, "threads": args.threads, "round": args.round, "ms": ms}) + "\n")
 
 
 if __name__ == "__main__":

@@ -20,11 +20,11 @@ pub enum BackendKind {
 
 impl BackendKind {
     /// Images per forward pass that run fastest on this backend, the default of `kanoclip
-    /// detect` and `kanoclip eval`: 1 on the CPU, where a batch of 8 took 7.6 times one
-    /// image's time (B/16, flex with threads and SIMD, 2 threads: 4659 ms against 617), a
-    /// 6 % gain per image, inside this machine's run-to-run spread and not worth holding
-    /// eight decoded images; 8 on GPUs, where a batch of 8 took 2.6 times one image's
-    /// (wgpu on an H200: 154 ms against 60).
+    /// detect` and `kanoclip eval`: 1 on the CPU, where a batch of 8 gave no gain per image
+    /// (B/16, flex with kanoclip's fused kernels, 2 threads, medians of 3 interleaved
+    /// `scripts/bench-compare` rounds: 3061 ms per batch of 8 against 323 ms per image) and
+    /// would hold eight decoded images; 8 on GPUs, where a batch of 8 took 2.6 times one
+    /// image's (wgpu on an H200: 154 ms against 60).
     pub fn default_batch(self) -> usize {
         match self {
             BackendKind::Cpu => 1,

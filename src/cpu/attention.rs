@@ -9,9 +9,8 @@
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 use burn_flex::FlexTensor;
-use rayon::prelude::*;
 
-use super::{SharedMut, exp, flex_f32, from_flex};
+use super::{SharedMut, exp, flex_f32, for_each_job, from_flex};
 
 /// `softmax(a bᵀ / √hd) c` per head, merged to `[b, t, w]`, from `fused = [b, t, 3w]`
 /// (q, k, v side by side, `heads` heads each): `(a, b, c) = (q, k, v)`, or `(v, v, v)`
@@ -45,9 +44,10 @@ pub fn attend(fused: &Tensor<3>, heads: usize, vv: bool) -> Option<Tensor<3>> {
     let mut out = vec![0.0f32; b * t * w];
     let dst = SharedMut(out.as_mut_ptr());
     let src = data.as_ptr() as usize;
-    (0..b * heads).into_par_iter().for_each_init(
+    for_each_job(
+        b * heads,
         || vec![0.0f32; t * t],
-        |scores, job| {
+        |scores: &mut Vec<f32>, job| {
             let (i, h) = (job / heads, job % heads);
             let base = off + i * sb + h * hd;
             let src = src as *const f32;

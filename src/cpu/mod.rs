@@ -56,6 +56,27 @@ pub fn quick_gelu<const D: usize>(
     from_flex(FlexTensor::from_data(TensorData::new(v, shape)))
 }
 
+/// `f(scratch, job)` for each job in `0..n`, with one `init()` scratch per thread: on
+/// rayon's threads in native builds (the same pool, and so the same `RAYON_NUM_THREADS`, as
+/// burn-flex's), in turn on this thread in the browser build, which has no threads (and
+/// whose download budget has no room for rayon).
+fn for_each_job<S, I, F>(n: usize, init: I, f: F)
+where
+    I: Fn() -> S + Sync + Send,
+    F: Fn(&mut S, usize) + Sync + Send,
+{
+    #[cfg(feature = "native")]
+    {
+        use rayon::prelude::*;
+        (0..n).into_par_iter().for_each_init(init, f);
+    }
+    #[cfg(not(feature = "native"))]
+    {
+        let mut scratch = init();
+        (0..n).for_each(|job| f(&mut scratch, job));
+    }
+}
+
 /// A raw pointer that jobs on other threads may write through, each to its own part.
 #[derive(Clone, Copy)]
 struct SharedMut(*mut f32);
