@@ -32,7 +32,7 @@
 
 pub(crate) mod atomic;
 pub mod clip;
-#[cfg(feature = "flex")]
+#[cfg(all(feature = "flex", feature = "native"))]
 pub(crate) mod cpu;
 pub mod detect;
 pub mod device;

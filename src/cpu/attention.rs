@@ -10,7 +10,9 @@ use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 use burn_flex::FlexTensor;
 
-use super::{SharedMut, exp, flex_f32, for_each_job, from_flex};
+use rayon::prelude::*;
+
+use super::{SharedMut, exp, flex_f32, from_flex};
 
 /// `softmax(a bᵀ / √hd) c` per head, merged to `[b, t, w]`, from `fused = [b, t, 3w]`
 /// (q, k, v side by side, `heads` heads each): `(a, b, c) = (q, k, v)`, or `(v, v, v)`
@@ -39,15 +41,14 @@ pub fn attend(fused: &Tensor<3>, heads: usize, vv: bool) -> Option<Tensor<3>> {
     if last >= data.len() {
         return None;
     }
-    let scale = (hd as f32).powf(-0.5);
+    let scale = 1.0 / (hd as f32).sqrt();
     let (a_off, b_off) = if vv { (2 * w, 2 * w) } else { (0, w) };
     let mut out = vec![0.0f32; b * t * w];
     let dst = SharedMut(out.as_mut_ptr());
     let src = data.as_ptr() as usize;
-    for_each_job(
-        b * heads,
+    (0..b * heads).into_par_iter().for_each_init(
         || vec![0.0f32; t * t],
-        |scores: &mut Vec<f32>, job| {
+        |scores, job| {
             let (i, h) = (job / heads, job % heads);
             let base = off + i * sb + h * hd;
             let src = src as *const f32;

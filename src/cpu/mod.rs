@@ -11,6 +11,12 @@
 //! Each entry returns the input back (or `None`) when the tensors are not plain f32 flex
 //! tensors: wgpu, CUDA and autodiff take Burn's own ops in the callers, which are the
 //! reference these kernels are tested against (and the parity fixtures run through both).
+//!
+//! Native builds only (feature `native`; their jobs run on rayon's pool, the one burn-flex
+//! uses). The browser build keeps Burn's ops on its CPU fallback: it has no threads, its
+//! code is size-optimised (`opt-level = "z"` leaves these loops unvectorised), and these
+//! kernels took the module past its 3.0 MB gzipped budget (by 1 KB) for a speed-up that
+//! was not measured there.
 
 mod attention;
 mod exp;
@@ -54,27 +60,6 @@ pub fn quick_gelu<const D: usize>(
     };
     exp::quick_gelu(&mut v);
     from_flex(FlexTensor::from_data(TensorData::new(v, shape)))
-}
-
-/// `f(scratch, job)` for each job in `0..n`, with one `init()` scratch per thread: on
-/// rayon's threads in native builds (the same pool, and so the same `RAYON_NUM_THREADS`, as
-/// burn-flex's), in turn on this thread in the browser build, which has no threads (and
-/// whose download budget has no room for rayon).
-fn for_each_job<S, I, F>(n: usize, init: I, f: F)
-where
-    I: Fn() -> S + Sync + Send,
-    F: Fn(&mut S, usize) + Sync + Send,
-{
-    #[cfg(feature = "native")]
-    {
-        use rayon::prelude::*;
-        (0..n).into_par_iter().for_each_init(init, f);
-    }
-    #[cfg(not(feature = "native"))]
-    {
-        let mut scratch = init();
-        (0..n).for_each(|job| f(&mut scratch, job));
-    }
 }
 
 /// A raw pointer that jobs on other threads may write through, each to its own part.
