@@ -15,7 +15,7 @@ use std::io::Write;
 use std::time::Instant;
 
 mod common;
-use common::{B16, detector_with_head, ms, peak_rss_mib, random_weights};
+use common::{B16, detector_with_head, ms, peak_rss_mib, random_picture, random_weights};
 
 use burn::prelude::*;
 use kanoclip::clip::{Clip, ClipConfig, Tokenizer};
@@ -63,13 +63,7 @@ fn main() {
     let cfg = ClipConfig::from_json_str(B16).unwrap();
     let bytes = random_weights(&cfg);
     let tokenizer = Tokenizer::new().unwrap();
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let image = image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(224, 224, |_, _| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        image::Rgb([rng as u8, (rng >> 8) as u8, (rng >> 16) as u8])
-    }));
+    let image = random_picture(224);
     let reps: usize = env_or("KANOCLIP_BENCH_REPS", "5").parse().unwrap();
     let warmup: usize = env_or("KANOCLIP_BENCH_WARMUP", "2").parse().unwrap();
     let batches: Vec<usize> = env_or("KANOCLIP_BENCH_BATCHES", "1,8")

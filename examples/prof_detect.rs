@@ -8,7 +8,7 @@
 
 #[path = "../benches/common/mod.rs"]
 mod common;
-use common::{B16, detector_with_head, random_weights};
+use common::{B16, detector_with_head, random_picture, random_weights};
 use kanoclip::clip::{ClipConfig, Tokenizer};
 use kanoclip::device::{BackendKind, device};
 fn main() {
@@ -25,13 +25,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let image = image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(224, 224, |_, _| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        image::Rgb([rng as u8, (rng >> 8) as u8, (rng >> 16) as u8])
-    }));
+    let image = random_picture(224);
     let images = vec![image; b];
     let mut rows = vec![];
     for _ in 0..n {

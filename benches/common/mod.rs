@@ -139,3 +139,15 @@ pub fn peak_rss_mib() -> f64 {
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
+
+/// A `size × size` RGB picture of seeded noise, the same every run (the compare bench's
+/// input; its content does not matter to a timing).
+pub fn random_picture(size: u32) -> image::DynamicImage {
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(size, size, |_, _| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        image::Rgb([rng as u8, (rng >> 8) as u8, (rng >> 16) as u8])
+    }))
+}
