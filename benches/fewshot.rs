@@ -12,13 +12,13 @@ use burn::prelude::*;
 use common::{B16, ms, random_weights};
 use image::DynamicImage;
 use kanoclip::clip::{Clip, ClipConfig, Tokenizer};
+use kanoclip::data::dataset::{Dataset, Format};
+use kanoclip::data::synth::{SynthConfig, Texture, generate, texture};
 use kanoclip::detect::memory::{FewShot, ReferenceImage};
 use kanoclip::detect::{Detector, DetectorConfig, MemoryOptions};
+use kanoclip::eval::evaluate::evaluate;
+use kanoclip::eval::few_shot::{FewShotProtocol, evaluate_few_shot};
 use kanoclip::head::knowledge::Knowledge;
-use kanoclip::train::dataset::{Dataset, Format};
-use kanoclip::train::evaluate::evaluate;
-use kanoclip::train::few_shot::{FewShotProtocol, evaluate_few_shot};
-use kanoclip::train::synth::{SynthConfig, Texture, generate, texture};
 
 fn names(n: usize) -> Vec<ReferenceImage> {
     (0..n)

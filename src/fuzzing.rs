@@ -117,13 +117,13 @@ pub fn knowledge(data: &[u8]) {
 /// An LLM reply body, its message as a list and as a sentence, and a `Retry-After`.
 pub fn llm_reply(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    if let Ok(content) = crate::train::llm::parse_reply(&text) {
-        let _ = crate::train::knowledge::parse_list(&content);
-        let _ = crate::train::knowledge::parse_sentence(&content);
+    if let Ok(content) = crate::knowledge::llm::parse_reply(&text) {
+        let _ = crate::knowledge::fill::parse_list(&content);
+        let _ = crate::knowledge::fill::parse_sentence(&content);
     }
-    let _ = crate::train::knowledge::parse_list(&text);
-    if let Some(wait) = crate::train::llm::parse_retry_after(&text) {
-        assert!(wait <= crate::train::llm::MAX_WAIT);
+    let _ = crate::knowledge::fill::parse_list(&text);
+    if let Some(wait) = crate::knowledge::llm::parse_retry_after(&text) {
+        assert!(wait <= crate::knowledge::llm::MAX_WAIT);
     }
 }
 
@@ -140,7 +140,7 @@ pub fn visa_csv(data: &[u8]) {
     let root = std::path::Path::new("/nonexistent/kanoclip-fuzz-root");
     let mut problems = Vec::new();
     let csv = root.join("split_csv/1cls.csv");
-    if let Ok(samples) = crate::train::dataset::visa_csv(root, &csv, &text, &mut problems) {
+    if let Ok(samples) = crate::data::dataset::visa_csv(root, &csv, &text, &mut problems) {
         for s in samples {
             assert!(
                 s.path.starts_with(root),

@@ -24,26 +24,32 @@
 //!   Conv-Adapter (spec §3–§5).
 //! - [`detect`]: the detection API, head files, maps, calibration, rendering and the
 //!   browser bundle (spec §7).
-//! - [`eval`]: the metrics; `train` (native, feature `train`): data sets, losses, the
-//!   trainer.
-//! - [`device`]: picking a backend at run time. `web` (wasm32 only): the wasm-bindgen
-//!   exports for the browser package.
+//! - [`eval`]: the metrics, and natively (feature `train`) evaluation over a data set.
+//! - Native only (feature `train`): `train` (the losses, the trainer, checkpoints, the
+//!   feature cache), `data` (data-set layouts and the synthetic-defect generator) and
+//!   `knowledge` (filling a knowledge base from a chat model).
+//! - [`device`]: picking a backend at run time. [`web`]: the types that cross into
+//!   JavaScript, and on wasm32 the wasm-bindgen exports for the browser package.
 #![warn(missing_docs)]
 
 pub(crate) mod atomic;
 pub mod clip;
 #[cfg(all(feature = "flex", feature = "native"))]
 pub(crate) mod cpu;
+#[cfg(feature = "train")]
+pub mod data;
 pub mod detect;
 pub mod device;
 pub mod error;
 pub mod eval;
 pub mod head;
+#[cfg(feature = "train")]
+pub mod knowledge;
 pub mod tensor_io;
 #[cfg(feature = "train")]
 pub mod train;
-// Compiles to nothing except on wasm32 (the module's own `#![cfg]`).
-#[cfg(feature = "webgpu")]
+/// The browser boundary: the JS-facing types everywhere (checked natively against the
+/// package's TypeScript), the wasm-bindgen glue on wasm32 with `webgpu`.
 pub mod web;
 
 /// The `kanoclip` command line (what `src/main.rs` runs).

@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use common::fixture;
 use kanoclip::Error;
 use kanoclip::clip::{Clip, Tokenizer};
+use kanoclip::data::dataset::{Dataset, Format, Split};
+use kanoclip::data::synth::{SynthConfig, Texture, generate};
 use kanoclip::detect::{Detector, DetectorConfig};
+use kanoclip::eval::evaluate::evaluate;
 use kanoclip::eval::metrics::{auroc, average_precision};
 use kanoclip::head::knowledge::KnowledgeBase;
-use kanoclip::train::dataset::{Dataset, Format, Split};
-use kanoclip::train::evaluate::evaluate;
-use kanoclip::train::synth::{SynthConfig, Texture, generate};
 
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("kanoclip-ds-{name}-{}", std::process::id()));

@@ -7,13 +7,13 @@ mod common;
 use burn::prelude::*;
 use common::fixture;
 use kanoclip::clip::{Clip, Tokenizer};
+use kanoclip::data::dataset::{Dataset, Format};
+use kanoclip::data::synth::{SynthConfig, Texture, generate};
 use kanoclip::detect::memory::FewShot;
 use kanoclip::detect::{Detector, DetectorConfig};
+use kanoclip::eval::evaluate::evaluate;
+use kanoclip::eval::few_shot::{FewShotProtocol, evaluate_few_shot};
 use kanoclip::head::knowledge::KnowledgeBase;
-use kanoclip::train::dataset::{Dataset, Format};
-use kanoclip::train::evaluate::evaluate;
-use kanoclip::train::few_shot::{FewShotProtocol, evaluate_few_shot};
-use kanoclip::train::synth::{SynthConfig, Texture, generate};
 
 fn detector() -> Detector {
     let clip = Clip::from_files(

@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use burn::prelude::*;
 use common::fixture;
 use kanoclip::clip::{Clip, Tokenizer};
+use kanoclip::data::dataset::{Dataset, Format};
+use kanoclip::data::synth::{SynthConfig, Texture, generate};
 use kanoclip::detect::DetectorConfig;
 use kanoclip::head::HeadConfig;
 use kanoclip::head::knowledge::KnowledgeBase;
-use kanoclip::train::dataset::{Dataset, Format};
 use kanoclip::train::fit::{FitEnd, FitOptions, checkpoint_path, fit, log_path};
-use kanoclip::train::synth::{SynthConfig, Texture, generate};
 use kanoclip::train::trainer::{TrainConfig, Trainer};
 
 fn scratch(name: &str) -> PathBuf {
@@ -322,7 +322,7 @@ fn a_nan_loss_stops_and_keeps_the_last_good_checkpoint() {
 
 /// Pixel AUROC (mean over categories) of a detector on `data`.
 fn pixel_auroc(detector: &kanoclip::detect::Detector, data: &Dataset) -> f64 {
-    kanoclip::train::evaluate::evaluate(detector, data, |_| {})
+    kanoclip::eval::evaluate::evaluate(detector, data, |_| {})
         .unwrap()
         .mean
         .pixel_auroc

@@ -220,15 +220,15 @@ fn general_knowledge_survives_errors_and_records_its_provenance() {
 fn image_knowledge_resumes_after_a_failure() {
     let dir = scratch("vision");
     let data = dir.join("data");
-    let cfg = kanoclip::train::synth::SynthConfig {
+    let cfg = kanoclip::data::synth::SynthConfig {
         size: 32,
-        textures: vec![kanoclip::train::synth::Texture::Grid],
+        textures: vec![kanoclip::data::synth::Texture::Grid],
         train_good: 1,
         test_good: 2,
         test_per_defect: 1,
         seed: 3,
     };
-    kanoclip::train::synth::generate(&data, &cfg).unwrap();
+    kanoclip::data::synth::generate(&data, &cfg).unwrap();
     let out = dir.join("kb.json");
     // The general texts, five descriptions, then a fatal 400.
     let describe = |req: &Seen| {

@@ -6,9 +6,9 @@ use std::time::Duration;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::train::dataset::{Dataset, Format};
-use crate::train::knowledge::{Request, fill};
-use crate::train::llm::{ChatClient, ChatOptions};
+use crate::data::dataset::{Dataset, Format};
+use crate::knowledge::fill::{Request, fill};
+use crate::knowledge::llm::{ChatClient, ChatOptions};
 use crate::{Error, Result};
 
 #[derive(Args)]

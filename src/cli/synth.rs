@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::Result;
-use crate::train::synth::{SynthConfig, generate};
+use crate::data::synth::{SynthConfig, generate};
 use clap::Args;
 
 #[derive(Args)]

@@ -20,11 +20,11 @@ use serde::Serialize;
 
 use super::cache::{FeatureCache, Features};
 use super::checkpoint::{Checkpoint, Progress};
-use super::dataset::{Dataset, Sample, Split};
 use super::trainer::{Batch, LossParts, Trainer};
 use crate::clip::VisionOutput;
 use crate::clip::preprocess::image_batch;
 use crate::clip::preprocess::{decode_image, load_image, preprocess_mask};
+use crate::data::dataset::{Dataset, Sample, Split};
 use crate::detect::head_file::save_head;
 use crate::error::{Error, Result};
 use crate::head::BackboneId;

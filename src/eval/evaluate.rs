@@ -11,8 +11,8 @@ use image::DynamicImage;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::dataset::{Dataset, Sample, Split};
 use crate::clip::preprocess::load_image;
+use crate::data::dataset::{Dataset, Sample, Split};
 use crate::detect::Detector;
 use crate::error::{Error, Result};
 use crate::eval::metrics::{PixelHistogram, auroc, average_precision, f1_max};

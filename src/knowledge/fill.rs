@@ -7,8 +7,8 @@
 
 use std::path::Path;
 
-use super::dataset::{Dataset, Split};
 use super::llm::{ChatClient, Message};
+use crate::data::dataset::{Dataset, Split};
 use crate::error::{Error, Result};
 use crate::head::knowledge::{FORMAT, KnowledgeBase, MAX_TEXT_CHARS, Provenance, StateTexts};
 

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::dataset::{Dataset, Sample, Split};
 use super::evaluate::{CategoryMetrics, EvalReport, evaluate_with, mean_metrics};
+use crate::data::dataset::{Dataset, Sample, Split};
 use crate::detect::memory::{FewShot, ReferenceImage};
 use crate::detect::{Detector, MemoryOptions};
 use crate::error::{Error, Result};
