@@ -177,17 +177,14 @@ async function applyReferences(files, calibrate) {
   return info;
 }
 
-/** Why the calibrated threshold is what it is; shows it on the slider. */
+/** Why the calibrated threshold is what it is (from the statistics calibration returns); shows it on the slider. */
 function explain(cal, files) {
   $('threshold').value = String(cal.threshold);
   $('threshold-value').textContent = cal.threshold.toFixed(3);
-  const n = cal.scores.length;
-  const mean = cal.scores.reduce((a, b) => a + b, 0) / n;
-  const std = Math.sqrt(cal.scores.reduce((a, b) => a + (b - mean) ** 2, 0) / n);
-  const max = Math.max(...cal.scores);
+  const n = cal.images;
   let text = `Threshold set to ${cal.threshold.toFixed(3)} from ${n} normal image${n === 1 ? '' : 's'}: ` +
-    `their scores have mean ${mean.toFixed(3)}, standard deviation ${std.toFixed(3)} and maximum ${max.toFixed(3)}. ` +
-    `The threshold is the larger of mean + 3 × deviation (${(mean + 3 * std).toFixed(3)}) and just above the ` +
+    `their scores have mean ${cal.mean.toFixed(3)}, standard deviation ${cal.std.toFixed(3)} and maximum ${cal.max.toFixed(3)}. ` +
+    `The threshold is the larger of mean + 3 × deviation (${cal.meanPlus3Std.toFixed(3)}) and just above the ` +
     'highest score, so that none of these images is called anomalous.';
   if (cal.skipped.length) {
     text += ` Skipped ${cal.skipped.length}: ${cal.skipped.map((s) => `${files[s.index].name} (${s.error})`).join('; ')}.`;

@@ -2,7 +2,7 @@
 // `any`. These read them field by field into the package's types, so a mismatch between
 // the module and this code is an INTERNAL error naming the field, not a wrong value later.
 
-import type { DetectionResult, ReferenceInfo, Timings } from './protocol.js';
+import type { CalibrationStats, DetectionResult, ReferenceInfo, Timings } from './protocol.js';
 import { KanoclipError } from './errors.js';
 
 function bad(what: string): KanoclipError {
@@ -91,4 +91,16 @@ export function builtReferenceOf(o: unknown): ReferenceInfo {
   const info = referenceInfoOf(o);
   if (!info) throw bad('reference memory');
   return info;
+}
+
+/** A calibration's threshold and statistics. */
+export function calibrationOf(o: unknown): CalibrationStats {
+  return {
+    threshold: num(o, 'threshold'),
+    images: num(o, 'images'),
+    mean: num(o, 'mean'),
+    std: num(o, 'std'),
+    max: num(o, 'max'),
+    meanPlus3Std: num(o, 'meanPlus3Std'),
+  };
 }

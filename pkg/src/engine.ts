@@ -4,7 +4,7 @@
 import type { Ready, Reply, Request } from './protocol.js';
 import { loadBundle } from './weights.js';
 import { KanoclipError, messageOf, toKanoclipError } from './errors.js';
-import { backendOf, builtReferenceOf, detectionOf, referenceInfoOf } from './check.js';
+import { backendOf, builtReferenceOf, calibrationOf, detectionOf, referenceInfoOf } from './check.js';
 
 import type { WebDetector } from '../wasm/kanoclip.js';
 
@@ -99,7 +99,7 @@ export function createEngine(post: (r: Reply, transfer?: Transferable[]) => void
           post({ id, type: 'ok', kind: 'threshold', value: null });
           return;
         case 'calibrate':
-          post({ id, type: 'ok', kind: 'calibrate', value: m.calibrationThreshold(new Float64Array(req.scores)) });
+          post({ id, type: 'ok', kind: 'calibrate', value: calibrationOf(m.calibrate(new Float64Array(req.scores))) });
           return;
         case 'reference': {
           const info = builtReferenceOf(await need(detector).setReference(req.items, req.names, req.weight));

@@ -39,41 +39,51 @@ export class KanoclipError extends Error {
   }
 }
 
-/** The code of a Rust error kind (`Error::kind`, sent by the wasm module as `[kind] …`). */
+/**
+ * What the wasm module throws or rejects with: one object, built in one place in Rust from
+ * `Error::kind` (`src/web/types.rs`, `JsError`; a Rust test checks these fields).
+ */
+export interface WasmError {
+  kind: string;
+  message: string;
+}
+
+/** The code of each Rust error kind (`ERROR_KINDS` in `src/web/types.rs`: a Rust test checks that this table has exactly those). */
 const KINDS: Record<string, ErrorCode> = {
-  'backend-unavailable': 'WEBGPU_UNAVAILABLE',
-  integrity: 'INTEGRITY',
-  image: 'BAD_IMAGE',
-  'truncated-image': 'BAD_IMAGE',
-  'image-too-large': 'IMAGE_TOO_LARGE',
-  incompatible: 'MODEL_INCOMPATIBLE',
+  io: 'NETWORK',
+  'in-file': 'INTERNAL',
+  json: 'MODEL_INCOMPATIBLE',
   config: 'MODEL_INCOMPATIBLE',
   'weights-format': 'MODEL_INCOMPATIBLE',
   'weights-mismatch': 'MODEL_INCOMPATIBLE',
-  head: 'MODEL_INCOMPATIBLE',
   knowledge: 'MODEL_INCOMPATIBLE',
-  json: 'MODEL_INCOMPATIBLE',
+  head: 'MODEL_INCOMPATIBLE',
+  integrity: 'INTEGRITY',
+  incompatible: 'MODEL_INCOMPATIBLE',
+  dataset: 'INVALID_ARGUMENT',
+  image: 'BAD_IMAGE',
+  'truncated-image': 'BAD_IMAGE',
+  'image-too-large': 'IMAGE_TOO_LARGE',
   invalid: 'INVALID_ARGUMENT',
-  io: 'NETWORK',
+  'backend-unavailable': 'WEBGPU_UNAVAILABLE',
   backend: 'INTERNAL',
 };
 
-/** A wasm error's message `[kind] text` as its code and text. */
-export function fromWasm(message: string): { code: ErrorCode; message: string } {
-  const m = /^\[([a-z-]+)\] ([\s\S]*)$/.exec(message);
-  if (!m) return { code: 'INTERNAL', message };
-  return { code: KINDS[m[1]] ?? 'INTERNAL', message: m[2] };
+/** Whether `e` is an error object from the wasm module. */
+export function isWasmError(e: unknown): e is WasmError {
+  return (
+    typeof e === 'object' && e !== null && typeof Reflect.get(e, 'kind') === 'string' && typeof Reflect.get(e, 'message') === 'string'
+  );
 }
 
 /** Any thrown value's message. */
 export function messageOf(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
+  return e instanceof Error || isWasmError(e) ? e.message : String(e);
 }
 
 /** Any thrown value as a `KanoclipError` (an existing one is kept). */
 export function toKanoclipError(e: unknown, fallback: ErrorCode = 'INTERNAL'): KanoclipError {
   if (e instanceof KanoclipError) return e;
-  const text = messageOf(e);
-  const wasm = fromWasm(text);
-  return new KanoclipError(wasm.code === 'INTERNAL' && !text.startsWith('[') ? fallback : wasm.code, wasm.message);
+  if (isWasmError(e)) return new KanoclipError(KINDS[e.kind] ?? 'INTERNAL', e.message);
+  return new KanoclipError(fallback, messageOf(e));
 }

@@ -2,11 +2,16 @@
 // inspected on this device (WebGPU, or the CPU when WebGPU is absent); nothing is sent
 // anywhere. Inference runs in a Web Worker by default, one request at a time.
 
-import { createEngine } from './engine.js';
+import { inlineTransport, workerTransport } from './transport.js';
+import type { Transport } from './transport.js';
+import { toPayload } from './inputs.js';
+import { overlayBitmap } from './heatmap.js';
+import type { DetectOptions, DetectorOptions, ImageInput } from './options.js';
 import { CACHE_NAME as CACHE_NAME_LOCAL } from './weights.js';
 import { answers } from './protocol.js';
 import type {
   BackendChoice,
+  CalibrationStats,
   DetectionResult,
   Kind,
   Ok,
@@ -21,81 +26,23 @@ import type {
   Stats,
   Values,
 } from './protocol.js';
-import { turbo } from './turbo.js';
 import { KanoclipError, toKanoclipError } from './errors.js';
 import type { ErrorCode } from './errors.js';
 
-export type { BackendChoice, DetectionResult, Progress, ReferenceInfo, Stats, Timings } from './protocol.js';
+export type {
+  BackendChoice,
+  CalibrationStats,
+  DetectionResult,
+  Progress,
+  ReferenceInfo,
+  SkippedImage,
+  Stats,
+  Timings,
+} from './protocol.js';
+export type { DetectOptions, DetectorOptions, ImageInput } from './options.js';
 export { CACHE_NAME } from './weights.js';
 export { KanoclipError } from './errors.js';
 export type { ErrorCode } from './errors.js';
-
-/**
- * What `detect` takes: an image, canvas, bitmap, pixels, video frame, file or URL.
- *
- * @example
- * const r = await detector.detect(document.querySelector('video')); // a camera's current frame
- */
-export type ImageInput =
-  | HTMLImageElement
-  | HTMLCanvasElement
-  | OffscreenCanvas
-  | ImageBitmap
-  | ImageData
-  | HTMLVideoElement
-  | VideoFrame
-  | Blob
-  | File
-  | string;
-
-/**
- * Options of `createDetector`.
- *
- * @example
- * const detector = await createDetector({
- *   weights: '/model/manifest.json',
- *   backend: 'auto',
- *   onProgress: (p) => console.log(p.phase, p.loaded, p.total),
- * });
- */
-export interface DetectorOptions {
-  /** URL of the bundle's `manifest.json` (from `kanoclip convert --to web`). */
-  weights: string | URL;
-  /** `auto` (default) uses WebGPU when the browser offers it, else the CPU. */
-  backend?: BackendChoice;
-  onProgress?: (p: Progress) => void;
-  /** Run inference in a Web Worker (default) or on the calling thread. */
-  worker?: boolean;
-  /**
-   * Count live WebGPU buffers from the start, for `stats()` (a debugging aid: it wraps
-   * `GPUDevice.prototype.createBuffer` inside the worker). Off by default; `stats()`
-   * starts counting when first called.
-   */
-  stats?: boolean;
-  /** Cancels the download and start-up: `createDetector` then rejects with `ABORTED`. */
-  signal?: AbortSignal;
-  /**
-   * Where the app serves the package's `dist/worker.js` (the subpath export
-   * `kanoclip-wasm/worker`), for bundlers that do not emit it themselves (esbuild).
-   * Vite and webpack need nothing. A cross-origin URL is started through a `blob:` module.
-   */
-  workerUrl?: string | URL;
-  /**
-   * Where the app serves `wasm/kanoclip_bg.wasm` (the subpath export `kanoclip-wasm/wasm`),
-   * like onnxruntime-web's `wasmPaths`; by default, next to the worker's files.
-   */
-  wasmUrl?: string | URL;
-}
-
-/**
- * Options of one `detect` call.
- * @example
- * const result = await detector.detect(file, { signal: AbortSignal.timeout(10_000) });
- */
-export interface DetectOptions {
-  /** Cancels the call while it waits its turn or runs: it rejects with `ABORTED`. */
-  signal?: AbortSignal;
-}
 
 const err = (code: ErrorCode, message: string) => new KanoclipError(code, message);
 const disposed = () => err('DISPOSED', 'the detector was disposed');
@@ -112,58 +59,12 @@ function abortable<T>(p: Promise<T>, signal?: AbortSignal): Promise<T> {
   });
 }
 
-interface Transport {
-  send(req: Request, transfer: Transferable[]): void;
-  terminate(): void;
-}
-
 type Pending = {
   /** Settles the request's promise with the reply's value, if it answers that request. */
   accept: (ok: Ok) => void;
   reject: (e: Error) => void;
   onProgress?: (p: Progress) => void;
 };
-
-/**
- * The inference worker. By default its URL is the package's own `dist/worker.js`, which
- * Vite and webpack find and emit; with `workerUrl` (for bundlers that do not follow
- * `new URL(…, import.meta.url)`, such as esbuild), that file wherever the app serves it.
- * A module worker must come from the page's origin: one from another origin (a CDN) is
- * started through a same-origin `blob:` module that imports it.
- */
-function startWorker(workerUrl?: string): Worker {
-  // Literal options: Vite reads them statically.
-  if (!workerUrl) return new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name: 'kanoclip' });
-  const options: WorkerOptions = { type: 'module', name: 'kanoclip' };
-  const url = new URL(workerUrl, globalThis.location?.href);
-  if (typeof location === 'undefined' || url.origin === location.origin) return new Worker(url, options);
-  const trampoline = new Blob([`import ${JSON.stringify(url.href)};`], { type: 'text/javascript' });
-  return new Worker(URL.createObjectURL(trampoline), options);
-}
-
-function workerTransport(onReply: (r: Reply) => void, onCrash: (e: string) => void, workerUrl?: string): Transport {
-  const w = startWorker(workerUrl);
-  w.onmessage = (ev: MessageEvent<Reply>) => onReply(ev.data);
-  w.onerror = (ev: ErrorEvent) => {
-    ev.preventDefault();
-    onCrash(ev.message || 'the inference worker failed');
-  };
-  return { send: (req, transfer) => w.postMessage(req, transfer), terminate: () => w.terminate() };
-}
-
-function inlineTransport(onReply: (r: Reply) => void): Transport {
-  let alive = true;
-  const engine = createEngine((r) => queueMicrotask(() => alive && onReply(r)));
-  let chain: Promise<void> = Promise.resolve();
-  return {
-    send: (req) => {
-      chain = chain.then(() => engine(req));
-    },
-    terminate: () => {
-      alive = false;
-    },
-  };
-}
 
 const DEBUG_PANIC: unique symbol = Symbol.for('kanoclip.debugPanic') as typeof DEBUG_PANIC;
 
@@ -410,16 +311,7 @@ export class Detector {
     if (!(opacity >= 0 && opacity <= 1)) throw err('INVALID_ARGUMENT', 'opacity must be between 0 and 1');
     const { width, height, map } = result;
     if (map.length !== width * height) throw err('INVALID_ARGUMENT', 'the result has no map of its size');
-    const px = new Uint8ClampedArray(width * height * 4);
-    const alpha = Math.round(opacity * 255);
-    for (let i = 0; i < map.length; i++) {
-      const [r, g, b] = turbo(map[i]);
-      px[i * 4] = r;
-      px[i * 4 + 1] = g;
-      px[i * 4 + 2] = b;
-      px[i * 4 + 3] = alpha;
-    }
-    return createImageBitmap(new ImageData(px, width, height));
+    return overlayBitmap(map, width, height, opacity);
   }
 
   /**
@@ -436,7 +328,8 @@ export class Detector {
 
   /**
    * Set the threshold from images known to be normal: max(mean + 3·std, max + 1e-4) of their
-   * scores (population std). Returns the threshold and the scores. An image that cannot be
+   * scores (population std). Returns the threshold with the statistics it came from, and
+   * the scores. An image that cannot be
    * read (`BAD_IMAGE`, `IMAGE_TOO_LARGE`) is named in `skipped`, by its index in
    * `normalImages`, and left out; none readable rejects with `BAD_IMAGE`.
    * @example
@@ -444,7 +337,7 @@ export class Detector {
    */
   async calibrate(
     normalImages: ImageInput[],
-  ): Promise<{ threshold: number; scores: number[]; skipped: { index: number; error: string }[] }> {
+  ): Promise<CalibrationStats & { scores: number[]; skipped: { index: number; error: string }[] }> {
     if (!Array.isArray(normalImages) || normalImages.length === 0) {
       throw err('INVALID_ARGUMENT', 'calibration needs at least one normal image');
     }
@@ -460,9 +353,9 @@ export class Detector {
       }
     }
     if (scores.length === 0) throw err('BAD_IMAGE', `none of the ${normalImages.length} calibration images could be read`);
-    const threshold = await this.#enqueue(() => this.#request({ type: 'calibrate', scores }, []));
-    await this.setThreshold(threshold);
-    return { threshold, scores, skipped };
+    const stats = await this.#enqueue(() => this.#request({ type: 'calibrate', scores }, []));
+    await this.setThreshold(stats.threshold);
+    return { ...stats, scores, skipped };
   }
 
   /**
@@ -620,49 +513,4 @@ export class Detector {
  */
 export function createDetector(options: DetectorOptions): Promise<Detector> {
   return Detector.create(options);
-}
-
-function rgbaOf(source: CanvasImageSource, width: number, height: number): Payload {
-  if (!(width > 0 && height > 0)) throw err('BAD_IMAGE', `the image is ${width}×${height} pixels`);
-  const canvas = new OffscreenCanvas(width, height);
-  const ctx = canvas.getContext('2d');
-  if (!ctx) throw err('INTERNAL', 'no 2D canvas to read the image');
-  ctx.drawImage(source, 0, 0);
-  const data = ctx.getImageData(0, 0, width, height);
-  return { type: 'rgba', rgba: new Uint8Array(data.data.buffer), width, height };
-}
-
-async function toPayload(image: ImageInput): Promise<Payload> {
-  if (typeof image === 'string') {
-    const resp = await fetch(image);
-    if (!resp.ok) throw err('NETWORK', `cannot fetch ${image}: HTTP ${resp.status}`);
-    return { type: 'encoded', bytes: new Uint8Array(await resp.arrayBuffer()) };
-  }
-  if (typeof Blob !== 'undefined' && image instanceof Blob) {
-    // Decoded inside the module, which reads the size from the header before allocating.
-    return { type: 'encoded', bytes: new Uint8Array(await image.arrayBuffer()) };
-  }
-  if (typeof ImageData !== 'undefined' && image instanceof ImageData) {
-    return { type: 'rgba', rgba: new Uint8Array(image.data.slice().buffer), width: image.width, height: image.height };
-  }
-  if (typeof HTMLImageElement !== 'undefined' && image instanceof HTMLImageElement) {
-    if (!image.complete || image.naturalWidth === 0) throw err('BAD_IMAGE', 'the image element has not loaded an image');
-    return rgbaOf(image, image.naturalWidth, image.naturalHeight);
-  }
-  if (typeof ImageBitmap !== 'undefined' && image instanceof ImageBitmap) return rgbaOf(image, image.width, image.height);
-  if (typeof HTMLVideoElement !== 'undefined' && image instanceof HTMLVideoElement) {
-    // The frame on screen now (a live camera's current frame).
-    if (image.readyState < 2 || image.videoWidth === 0) throw err('BAD_IMAGE', 'the video has no frame yet');
-    return rgbaOf(image, image.videoWidth, image.videoHeight);
-  }
-  if (typeof VideoFrame !== 'undefined' && image instanceof VideoFrame) {
-    return rgbaOf(image, image.displayWidth, image.displayHeight);
-  }
-  if (typeof HTMLCanvasElement !== 'undefined' && image instanceof HTMLCanvasElement) {
-    return rgbaOf(image, image.width, image.height);
-  }
-  if (typeof OffscreenCanvas !== 'undefined' && image instanceof OffscreenCanvas) {
-    return rgbaOf(image, image.width, image.height);
-  }
-  throw err('INVALID_ARGUMENT', 'detect() takes an image or video element, canvas, ImageBitmap, VideoFrame, ImageData, Blob, File or URL');
 }

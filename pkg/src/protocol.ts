@@ -88,7 +88,30 @@ export interface ReferenceInfo {
   /** λ: the few-shot map's weight in the fused map. */
   weight: number;
   /** Images that could not be read, with why (only from `setReference`). */
-  skipped: { name: string; error: string }[];
+  skipped: SkippedImage[];
+}
+
+/** A reference image that could not be read, and why. */
+export interface SkippedImage {
+  name: string;
+  error: string;
+}
+
+/**
+ * What calibration chose and the statistics of the normal images' scores it came from:
+ * `threshold = max(meanPlus3Std, max + 1e-4)` (population standard deviation).
+ * @example
+ * const { threshold, mean, std, max } = await detector.calibrate(goodImages);
+ */
+export interface CalibrationStats {
+  threshold: number;
+  /** How many scores it used. */
+  images: number;
+  mean: number;
+  std: number;
+  max: number;
+  /** mean + 3·std, the rule's first candidate. */
+  meanPlus3Std: number;
 }
 
 /** What each request carries besides its `type` and `id`. */
@@ -114,7 +137,7 @@ export interface Values {
   encoded: DetectionResult;
   rgba: DetectionResult;
   threshold: null;
-  calibrate: number;
+  calibrate: CalibrationStats;
   reference: ReferenceInfo;
   referenceInfo: ReferenceInfo | null;
   clearReference: null;

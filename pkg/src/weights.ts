@@ -11,8 +11,22 @@ import { KanoclipError, messageOf } from './errors.js';
  */
 export const CACHE_NAME = 'kanoclip-weights-v1';
 
-export interface Chunk { path: string; size: number; sha256: string }
-export interface BundleFile { name: string; size: number; sha256: string; chunks: Chunk[] }
+/** One chunk file of a bundle file (Rust's `detect::bundle::Chunk`). */
+export interface Chunk {
+  path: string;
+  size: number;
+  sha256: string;
+}
+
+/** One file of a bundle, cut into chunks (Rust's `detect::bundle::BundleFile`). */
+export interface BundleFile {
+  name: string;
+  size: number;
+  sha256: string;
+  chunks: Chunk[];
+}
+
+/** The part of `manifest.json` this package reads (Rust's `web::types::JsManifest`; a Rust test checks the fields). */
 export interface Manifest {
   format: string;
   name: string;

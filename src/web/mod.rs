@@ -7,342 +7,336 @@
 //!   [`WebDetector::backend`] says which one runs.
 //! - Results are read back asynchronously (`into_data_async`), as WebGPU requires.
 //! - Every input is checked before it reaches Burn (sizes, dimensions, numbers) and every
-//!   failure becomes a JS exception with its message. A panic traps the module (wasm
+//!   failure is thrown (or rejected) as one object, `{ kind, message }`
+//!   ([`types::JsError`]), built in one place ([`js_err`]) from [`crate::Error::kind`]. A panic traps the module (wasm
 //!   panics abort); the package's worker then starts a fresh instance, so the page keeps
 //!   working (`debug_panic` exists to test exactly that).
-#![cfg(target_arch = "wasm32")]
+pub mod types;
 
-use std::rc::Rc;
+#[cfg(all(target_arch = "wasm32", feature = "webgpu"))]
+pub use glue::*;
 
-use image::DynamicImage;
-use js_sys::{Float32Array, Promise, Reflect};
-use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::future_to_promise;
+/// The wasm-bindgen exports (wasm32 with `webgpu` only).
+#[cfg(all(target_arch = "wasm32", feature = "webgpu"))]
+mod glue {
 
-use crate::clip::preprocess::{decode_image, rgba_image};
-use crate::detect::bundle::Manifest;
-use crate::detect::memory::{FewShot, ReferenceImage, ReferenceMemory};
-use crate::detect::{Detection, Detector, JsDetection, MemoryOptions, calibration_rule};
-use crate::device::{BackendKind, device};
-use crate::error::Error;
-use crate::tensor_io::sha256_hex;
+    use std::rc::Rc;
 
-#[wasm_bindgen(start)]
-/// Runs when the module is instantiated: panics go to the console with their message.
-pub fn start() {
-    console_error_panic_hook::set_once();
-}
+    use image::DynamicImage;
+    use js_sys::{Float32Array, Promise, Reflect};
+    use wasm_bindgen::prelude::*;
+    use wasm_bindgen_futures::future_to_promise;
 
-/// A Rust error for JavaScript: `[kind] message`, where `kind` is [`Error::kind`]; the
-/// package turns the kind into a `KanoclipError` code.
-fn js_err(e: Error) -> JsError {
-    JsError::new(&format!("[{}] {e}", e.kind()))
-}
+    use crate::clip::preprocess::{decode_image, rgba_image};
+    use crate::detect::bundle::Manifest;
+    use crate::detect::memory::{FewShot, ReferenceImage, ReferenceMemory};
+    use crate::detect::{Detection, Detector, MemoryOptions, calibration_rule};
+    use crate::device::{BackendKind, device};
+    use crate::error::Error;
+    use crate::tensor_io::sha256_hex;
 
-/// A detector loaded from a web bundle. The detector owns the threshold.
-#[wasm_bindgen]
-pub struct WebDetector {
-    inner: Rc<Detector>,
-    backend: String,
-    notice: Option<String>,
-}
+    use super::types::{JsCalibration, JsDetection, JsError, ReferenceInfo, SkippedImage};
 
-/// The result object: [`JsDetection`] through `serde-wasm-bindgen`, plus the map as a
-/// `Float32Array` (one copy out of wasm memory, transferred to the page without another).
-fn to_js(d: &Detection, backend: &str, total_ms: f64) -> Result<JsValue, JsError> {
-    let o = serde_wasm_bindgen::to_value(&JsDetection::new(d, backend, total_ms))
-        .map_err(|e| JsError::new(&format!("cannot build the result object: {e}")))?;
-    let map = Float32Array::from(d.map.values.as_slice());
-    Reflect::set(&o, &JsValue::from_str("map"), &map)
-        .map_err(|_| JsError::new("cannot build the result object"))?;
-    Ok(o)
-}
+    #[wasm_bindgen(start)]
+    /// Runs when the module is instantiated: panics go to the console with their message.
+    pub fn start() {
+        console_error_panic_hook::set_once();
+    }
 
-/// Check a manifest's text before any chunk is fetched or cached: format, config, sizes,
-/// chunk lists and chunk paths ([`Manifest::from_json_str`]).
-#[wasm_bindgen(js_name = checkManifest)]
-pub fn check_manifest(text: &str) -> Result<(), JsError> {
-    Manifest::from_json_str(text).map(drop).map_err(js_err)
-}
+    /// A Rust error for JavaScript: the object `{ kind, message }` ([`JsError`]); the package
+    /// turns the kind into a `KanoclipError` code. Every error leaves the module through here.
+    pub fn js_err(e: Error) -> JsValue {
+        serde_wasm_bindgen::to_value(&JsError::from(&e))
+            .unwrap_or_else(|_| JsValue::from_str(&e.to_string()))
+    }
 
-#[wasm_bindgen]
-impl WebDetector {
-    /// Load a bundle: the manifest's JSON text and its reassembled, verified files (`head`
-    /// empty for a training-free bundle). `backend` is `webgpu`, `cpu` or `auto`.
-    pub async fn create(
-        manifest: String,
-        vision: Vec<u8>,
-        head: Vec<u8>,
+    /// A detector loaded from a web bundle. The detector owns the threshold.
+    #[wasm_bindgen]
+    pub struct WebDetector {
+        inner: Rc<Detector>,
         backend: String,
-    ) -> Result<WebDetector, JsError> {
-        let m = Manifest::from_json_str(&manifest).map_err(js_err)?;
-        let (dev, name) = match backend.as_str() {
-            "cpu" => (device(BackendKind::Cpu).await.map_err(js_err)?, "cpu"),
-            "webgpu" => (
-                device(BackendKind::Wgpu).await.map_err(|e| {
-                    JsError::new(&format!(
-                        "[backend-unavailable] WebGPU is not available here: {e}"
-                    ))
-                })?,
-                "webgpu",
-            ),
-            "auto" => match device(BackendKind::Wgpu).await {
-                Ok(d) => (d, "webgpu"),
-                Err(_) => (device(BackendKind::Cpu).await.map_err(js_err)?, "cpu"),
-            },
-            other => {
-                return Err(JsError::new(&format!(
-                    "[invalid] backend must be webgpu, cpu or auto, not {other:?}"
-                )));
-            }
-        };
-        let head = (!head.is_empty()).then_some(head.as_slice());
-        let detector = m.detector(&vision, head, &dev).map_err(js_err)?;
-        Ok(WebDetector {
-            inner: Rc::new(detector),
-            backend: name.into(),
-            notice: m.notice.clone(),
-        })
+        notice: Option<String>,
     }
 
-    /// `webgpu` or `cpu`.
-    pub fn backend(&self) -> String {
-        self.backend.clone()
+    /// The result object: [`JsDetection`] through `serde-wasm-bindgen`, plus the map as a
+    /// `Float32Array` (one copy out of wasm memory, transferred to the page without another).
+    fn to_js(d: &Detection, backend: &str, total_ms: f64) -> Result<JsValue, JsValue> {
+        let o = serde_wasm_bindgen::to_value(&JsDetection::new(d, backend, total_ms))
+            .map_err(|e| js_err(Error::backend("building the result object", e)))?;
+        let map = Float32Array::from(d.map.values.as_slice());
+        Reflect::set(&o, &JsValue::from_str("map"), &map)
+            .map_err(|_| js_err(Error::Invalid("cannot set the result's map".into())))?;
+        Ok(o)
     }
 
-    /// The decision threshold (the bundle's until set).
-    pub fn threshold(&self) -> f64 {
-        self.inner.threshold()
+    /// Check a manifest's text before any chunk is fetched or cached: format, config, sizes,
+    /// chunk lists and chunk paths ([`Manifest::from_json_str`]).
+    #[wasm_bindgen(js_name = checkManifest)]
+    pub fn check_manifest(text: &str) -> Result<(), JsValue> {
+        Manifest::from_json_str(text).map(drop).map_err(js_err)
     }
 
-    /// The bundle's notice for people (e.g. that the model is untrained), if any.
-    pub fn notice(&self) -> Option<String> {
-        self.notice.clone()
-    }
-
-    /// Set the decision threshold (a finite number).
-    #[wasm_bindgen(js_name = setThreshold)]
-    pub fn set_threshold(&self, threshold: f64) -> Result<(), JsError> {
-        self.inner.set_threshold(threshold).map_err(js_err)
-    }
-
-    /// Detect on an encoded image file (PNG, JPEG, BMP, TIFF, WebP), decoded here with the
-    /// same checks as natively (size limits read from the header first).
-    #[wasm_bindgen(js_name = detectEncoded)]
-    pub fn detect_encoded(&self, bytes: Vec<u8>) -> Promise {
-        match decode_image(&bytes) {
-            Ok(img) => self.run(img),
-            Err(e) => Promise::reject(&js_err(e).into()),
-        }
-    }
-
-    /// Detect on RGBA pixels (`width × height × 4` bytes, as `ImageData` holds them).
-    #[wasm_bindgen(js_name = detectRgba)]
-    pub fn detect_rgba(&self, rgba: Vec<u8>, width: u32, height: u32) -> Promise {
-        match rgba_image(width, height, rgba) {
-            Ok(img) => self.run(img),
-            Err(e) => Promise::reject(&js_err(e).into()),
-        }
-    }
-
-    /// Few-shot mode: build a reference memory from known-good images and use it from now
-    /// on. `images` holds, per image, a `Uint8Array` (an encoded file) or an
-    /// `{ rgba, width, height }` object; `names` names each. An image that cannot be read
-    /// is named in `skipped` and left out; none readable is an error. `weight` is λ.
-    /// Resolves to the memory's description ([`ReferenceInfo`]).
-    #[wasm_bindgen(js_name = setReference)]
-    pub fn set_reference(&self, images: js_sys::Array, names: Vec<String>, weight: f64) -> Promise {
-        let fusion = FewShot {
-            weight,
-            ..FewShot::default()
-        };
-        if let Err(e) = fusion.validate() {
-            return Promise::reject(&js_err(e).into());
-        }
-        if names.len() as u32 != images.length() {
-            return Promise::reject(&JsError::new("[invalid] one name per reference image").into());
-        }
-        let (mut decoded, mut sources, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
-        for (item, name) in images.iter().zip(names) {
-            match reference_image(&item) {
-                Ok((image, sha256)) => {
-                    decoded.push(image);
-                    sources.push(ReferenceImage { name, sha256 });
+    #[wasm_bindgen]
+    impl WebDetector {
+        /// Load a bundle: the manifest's JSON text and its reassembled, verified files (`head`
+        /// empty for a training-free bundle). `backend` is `webgpu`, `cpu` or `auto`.
+        pub async fn create(
+            manifest: String,
+            vision: Vec<u8>,
+            head: Vec<u8>,
+            backend: String,
+        ) -> Result<WebDetector, JsValue> {
+            let m = Manifest::from_json_str(&manifest).map_err(js_err)?;
+            let (dev, name) = match backend.as_str() {
+                "cpu" => (device(BackendKind::Cpu).await.map_err(js_err)?, "cpu"),
+                "webgpu" => (
+                    device(BackendKind::Wgpu).await.map_err(|e| {
+                        js_err(Error::BackendUnavailable(format!(
+                            "WebGPU is not available here: {e}"
+                        )))
+                    })?,
+                    "webgpu",
+                ),
+                "auto" => match device(BackendKind::Wgpu).await {
+                    Ok(d) => (d, "webgpu"),
+                    Err(_) => (device(BackendKind::Cpu).await.map_err(js_err)?, "cpu"),
+                },
+                other => {
+                    return Err(js_err(Error::Invalid(format!(
+                        "backend must be webgpu, cpu or auto, not {other:?}"
+                    ))));
                 }
-                Err(error) => skipped.push(Skipped { name, error }),
+            };
+            let head = (!head.is_empty()).then_some(head.as_slice());
+            let detector = m.detector(&vision, head, &dev).map_err(js_err)?;
+            Ok(WebDetector {
+                inner: Rc::new(detector),
+                backend: name.into(),
+                notice: m.notice.clone(),
+            })
+        }
+
+        /// `webgpu` or `cpu`.
+        pub fn backend(&self) -> String {
+            self.backend.clone()
+        }
+
+        /// The decision threshold (the bundle's until set).
+        pub fn threshold(&self) -> f64 {
+            self.inner.threshold()
+        }
+
+        /// The bundle's notice for people (e.g. that the model is untrained), if any.
+        pub fn notice(&self) -> Option<String> {
+            self.notice.clone()
+        }
+
+        /// Set the decision threshold (a finite number).
+        #[wasm_bindgen(js_name = setThreshold)]
+        pub fn set_threshold(&self, threshold: f64) -> Result<(), JsValue> {
+            self.inner.set_threshold(threshold).map_err(js_err)
+        }
+
+        /// Detect on an encoded image file (PNG, JPEG, BMP, TIFF, WebP), decoded here with the
+        /// same checks as natively (size limits read from the header first).
+        #[wasm_bindgen(js_name = detectEncoded)]
+        pub fn detect_encoded(&self, bytes: Vec<u8>) -> Promise {
+            match decode_image(&bytes) {
+                Ok(img) => self.run(img),
+                Err(e) => Promise::reject(&js_err(e)),
             }
         }
-        let detector = self.inner.clone();
-        future_to_promise(async move {
-            if decoded.is_empty() {
-                let why = skipped
-                    .iter()
-                    .map(|s| format!("{}: {}", s.name, s.error))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                return Err(JsError::new(&format!(
-                    "[image] no reference image could be read{}{why}",
-                    if why.is_empty() { "" } else { ": " }
-                ))
-                .into());
+
+        /// Detect on RGBA pixels (`width × height × 4` bytes, as `ImageData` holds them).
+        #[wasm_bindgen(js_name = detectRgba)]
+        pub fn detect_rgba(&self, rgba: Vec<u8>, width: u32, height: u32) -> Promise {
+            match rgba_image(width, height, rgba) {
+                Ok(img) => self.run(img),
+                Err(e) => Promise::reject(&js_err(e)),
             }
-            let memory = detector
-                .build_memory_async(&decoded, sources, MemoryOptions::default())
-                .await
-                .map_err(|e| JsValue::from(js_err(e)))?;
-            detector
-                .set_memory(memory, fusion)
-                .map_err(|e| JsValue::from(js_err(e)))?;
-            reference_info(&detector, skipped).map_err(JsValue::from)
-        })
-    }
+        }
 
-    /// The memory in force ([`ReferenceInfo`]), or `null` in zero-shot mode.
-    #[wasm_bindgen(js_name = referenceInfo)]
-    pub fn reference_info(&self) -> Result<JsValue, JsError> {
-        reference_info(&self.inner, Vec::new())
-    }
-
-    /// Back to zero-shot detection.
-    #[wasm_bindgen(js_name = clearReference)]
-    pub fn clear_reference(&self) {
-        self.inner.clear_memory();
-    }
-
-    /// λ of the memory in force, in [0, 1].
-    #[wasm_bindgen(js_name = setFewShotWeight)]
-    pub fn set_few_shot_weight(&self, weight: f64) -> Result<(), JsError> {
-        self.inner
-            .set_few_shot(FewShot {
+        /// Few-shot mode: build a reference memory from known-good images and use it from now
+        /// on. `images` holds, per image, a `Uint8Array` (an encoded file) or an
+        /// `{ rgba, width, height }` object; `names` names each. An image that cannot be read
+        /// is named in `skipped` and left out; none readable is an error. `weight` is λ.
+        /// Resolves to the memory's description ([`ReferenceInfo`]).
+        #[wasm_bindgen(js_name = setReference)]
+        pub fn set_reference(
+            &self,
+            images: js_sys::Array,
+            names: Vec<String>,
+            weight: f64,
+        ) -> Promise {
+            let fusion = FewShot {
                 weight,
                 ..FewShot::default()
+            };
+            if let Err(e) = fusion.validate() {
+                return Promise::reject(&js_err(e));
+            }
+            if names.len() as u32 != images.length() {
+                return Promise::reject(&js_err(Error::Invalid(
+                    "one name per reference image".into(),
+                )));
+            }
+            let (mut decoded, mut sources, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+            for (item, name) in images.iter().zip(names) {
+                match reference_image(&item) {
+                    Ok((image, sha256)) => {
+                        decoded.push(image);
+                        sources.push(ReferenceImage { name, sha256 });
+                    }
+                    Err(error) => skipped.push(SkippedImage { name, error }),
+                }
+            }
+            let detector = self.inner.clone();
+            future_to_promise(async move {
+                if decoded.is_empty() {
+                    let why = skipped
+                        .iter()
+                        .map(|s| format!("{}: {}", s.name, s.error))
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    return Err(js_err(Error::Image(format!(
+                        "no reference image could be read{}{why}",
+                        if why.is_empty() { "" } else { ": " }
+                    ))));
+                }
+                let memory = detector
+                    .build_memory_async(&decoded, sources, MemoryOptions::default())
+                    .await
+                    .map_err(js_err)?;
+                detector.set_memory(memory, fusion).map_err(js_err)?;
+                reference_info(&detector, skipped)
             })
-            .map_err(js_err)
+        }
+
+        /// The memory in force ([`ReferenceInfo`]), or `null` in zero-shot mode.
+        #[wasm_bindgen(js_name = referenceInfo)]
+        pub fn reference_info(&self) -> Result<JsValue, JsValue> {
+            reference_info(&self.inner, Vec::new())
+        }
+
+        /// Back to zero-shot detection.
+        #[wasm_bindgen(js_name = clearReference)]
+        pub fn clear_reference(&self) {
+            self.inner.clear_memory();
+        }
+
+        /// λ of the memory in force, in [0, 1].
+        #[wasm_bindgen(js_name = setFewShotWeight)]
+        pub fn set_few_shot_weight(&self, weight: f64) -> Result<(), JsValue> {
+            self.inner
+                .set_few_shot(FewShot {
+                    weight,
+                    ..FewShot::default()
+                })
+                .map_err(js_err)
+        }
+
+        /// The memory in force as a memory file's bytes (the format `kanoclip reference build`
+        /// writes), for an app to keep, e.g. in IndexedDB.
+        #[wasm_bindgen(js_name = exportReference)]
+        pub fn export_reference(&self) -> Result<Vec<u8>, JsValue> {
+            let (memory, _) = self.inner.memory().ok_or_else(|| {
+                js_err(Error::Invalid(
+                    "there is no reference memory to export".into(),
+                ))
+            })?;
+            memory.to_bytes().map_err(js_err)
+        }
+
+        /// Use a memory file's bytes (from [`Self::export_reference`] or `kanoclip reference
+        /// build`) with λ `weight`. A memory for another model is refused.
+        #[wasm_bindgen(js_name = importReference)]
+        pub fn import_reference(&self, bytes: Vec<u8>, weight: f64) -> Result<JsValue, JsValue> {
+            let fusion = FewShot {
+                weight,
+                ..FewShot::default()
+            };
+            let memory =
+                ReferenceMemory::from_bytes(&bytes, &self.inner.device()).map_err(js_err)?;
+            self.inner.set_memory(memory, fusion).map_err(js_err)?;
+            reference_info(&self.inner, Vec::new())
+        }
+
+        fn run(&self, image: DynamicImage) -> Promise {
+            let detector = self.inner.clone();
+            let backend = self.backend.clone();
+            future_to_promise(async move {
+                let t0 = web_time::Instant::now();
+                let mut found = detector
+                    .detect_batch_async(std::slice::from_ref(&image))
+                    .await
+                    .map_err(js_err)?;
+                let d = found
+                    .pop()
+                    .ok_or_else(|| js_err(Error::Invalid("the batch gave no result".into())))?;
+                let total = t0.elapsed().as_secs_f64() * 1e3;
+                to_js(&d, &backend, total)
+            })
+        }
     }
 
-    /// The memory in force as a memory file's bytes (the format `kanoclip reference build`
-    /// writes), for an app to keep, e.g. in IndexedDB.
-    #[wasm_bindgen(js_name = exportReference)]
-    pub fn export_reference(&self) -> Result<Vec<u8>, JsError> {
-        let (memory, _) = self
-            .inner
-            .memory()
-            .ok_or_else(|| JsError::new("[invalid] there is no reference memory to export"))?;
-        memory.to_bytes().map_err(js_err)
-    }
-
-    /// Use a memory file's bytes (from [`Self::export_reference`] or `kanoclip reference
-    /// build`) with λ `weight`. A memory for another model is refused.
-    #[wasm_bindgen(js_name = importReference)]
-    pub fn import_reference(&self, bytes: Vec<u8>, weight: f64) -> Result<JsValue, JsError> {
-        let fusion = FewShot {
-            weight,
-            ..FewShot::default()
+    fn reference_info(detector: &Detector, skipped: Vec<SkippedImage>) -> Result<JsValue, JsValue> {
+        let Some((memory, fusion)) = detector.memory() else {
+            return Ok(JsValue::NULL);
         };
-        let memory = ReferenceMemory::from_bytes(&bytes, &self.inner.device()).map_err(js_err)?;
-        self.inner.set_memory(memory, fusion).map_err(js_err)?;
-        reference_info(&self.inner, Vec::new())
+        let m = memory.meta();
+        let info = ReferenceInfo {
+            count: m.images.len(),
+            names: m.images.iter().map(|i| i.name.clone()).collect(),
+            bytes: m.bytes(),
+            rows: m.rows.clone(),
+            weight: fusion.weight,
+            skipped,
+        };
+        serde_wasm_bindgen::to_value(&info)
+            .map_err(|e| js_err(Error::backend("describing the reference memory", e)))
     }
 
-    fn run(&self, image: DynamicImage) -> Promise {
-        let detector = self.inner.clone();
-        let backend = self.backend.clone();
-        future_to_promise(async move {
-            let t0 = web_time::Instant::now();
-            let mut found = detector
-                .detect_batch_async(std::slice::from_ref(&image))
-                .await
-                .map_err(|e| JsValue::from(js_err(e)))?;
-            let d = found
-                .pop()
-                .ok_or_else(|| JsValue::from(JsError::new("no result")))?;
-            let total = t0.elapsed().as_secs_f64() * 1e3;
-            to_js(&d, &backend, total).map_err(JsValue::from)
-        })
-    }
-}
-
-/// A reference image that could not be used.
-#[derive(serde::Serialize)]
-struct Skipped {
-    name: String,
-    error: String,
-}
-
-/// What the page learns about the reference memory in force.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ReferenceInfo {
-    /// Reference images in the memory.
-    count: usize,
-    /// Their names.
-    names: Vec<String>,
-    /// Bytes on the device.
-    bytes: u64,
-    /// Tokens per tap.
-    rows: Vec<usize>,
-    /// λ.
-    weight: f64,
-    /// Images left out, with why.
-    skipped: Vec<Skipped>,
-}
-
-fn reference_info(detector: &Detector, skipped: Vec<Skipped>) -> Result<JsValue, JsError> {
-    let Some((memory, fusion)) = detector.memory() else {
-        return Ok(JsValue::NULL);
-    };
-    let m = memory.meta();
-    let info = ReferenceInfo {
-        count: m.images.len(),
-        names: m.images.iter().map(|i| i.name.clone()).collect(),
-        bytes: m.bytes(),
-        rows: m.rows.clone(),
-        weight: fusion.weight,
-        skipped,
-    };
-    serde_wasm_bindgen::to_value(&info)
-        .map_err(|e| JsError::new(&format!("cannot describe the reference memory: {e}")))
-}
-
-/// One reference: a `Uint8Array` file or an `{ rgba, width, height }` object, with the
-/// SHA-256 of its bytes.
-fn reference_image(item: &JsValue) -> Result<(DynamicImage, String), String> {
-    if let Some(bytes) = item.dyn_ref::<js_sys::Uint8Array>() {
-        let bytes = bytes.to_vec();
-        let sha = sha256_hex(&bytes);
-        return decode_image(&bytes)
+    /// One reference: a `Uint8Array` file or an `{ rgba, width, height }` object, with the
+    /// SHA-256 of its bytes.
+    fn reference_image(item: &JsValue) -> Result<(DynamicImage, String), String> {
+        if let Some(bytes) = item.dyn_ref::<js_sys::Uint8Array>() {
+            let bytes = bytes.to_vec();
+            let sha = sha256_hex(&bytes);
+            return decode_image(&bytes)
+                .map(|i| (i, sha))
+                .map_err(|e| e.to_string());
+        }
+        let field = |k: &str| Reflect::get(item, &JsValue::from_str(k)).ok();
+        let rgba = field("rgba")
+            .and_then(|v| v.dyn_into::<js_sys::Uint8Array>().ok())
+            .ok_or("a reference is neither an encoded file nor RGBA pixels")?
+            .to_vec();
+        let dim = |k: &str| {
+            field(k)
+                .and_then(|v| v.as_f64())
+                .filter(|v| v.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(v))
+                .map(|v| v as u32)
+                .ok_or(format!("the reference's {k} is not a whole number"))
+        };
+        let (width, height) = (dim("width")?, dim("height")?);
+        let sha = sha256_hex(&rgba);
+        rgba_image(width, height, rgba)
             .map(|i| (i, sha))
-            .map_err(|e| e.to_string());
+            .map_err(|e| e.to_string())
     }
-    let field = |k: &str| Reflect::get(item, &JsValue::from_str(k)).ok();
-    let rgba = field("rgba")
-        .and_then(|v| v.dyn_into::<js_sys::Uint8Array>().ok())
-        .ok_or("a reference is neither an encoded file nor RGBA pixels")?
-        .to_vec();
-    let dim = |k: &str| {
-        field(k)
-            .and_then(|v| v.as_f64())
-            .filter(|v| v.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(v))
-            .map(|v| v as u32)
-            .ok_or(format!("the reference's {k} is not a whole number"))
-    };
-    let (width, height) = (dim("width")?, dim("height")?);
-    let sha = sha256_hex(&rgba);
-    rgba_image(width, height, rgba)
-        .map(|i| (i, sha))
-        .map_err(|e| e.to_string())
-}
 
-/// The calibration rule (`max(mean + 3·std, max + 1e-4)` over normal images' scores).
-#[wasm_bindgen(js_name = calibrationThreshold)]
-pub fn calibration_threshold(scores: Vec<f64>) -> Result<f64, JsError> {
-    calibration_rule(&scores)
-        .map(|c| c.threshold)
-        .map_err(js_err)
-}
+    /// The calibration rule (`max(mean + 3·std, max + 1e-4)` over normal images' scores): the
+    /// threshold and the statistics it came from ([`JsCalibration`]).
+    #[wasm_bindgen]
+    pub fn calibrate(scores: Vec<f64>) -> Result<JsValue, JsValue> {
+        let c = calibration_rule(&scores).map_err(js_err)?;
+        serde_wasm_bindgen::to_value(&JsCalibration::from(&c))
+            .map_err(|e| js_err(Error::backend("building the calibration object", e)))
+    }
 
-/// Panics on purpose: the package's tests check that a panic does not leave it unusable.
-#[wasm_bindgen(js_name = debugPanic)]
-pub fn debug_panic() {
-    panic!("deliberate panic (kanoclip test hook)");
+    /// Panics on purpose: the package's tests check that a panic does not leave it unusable.
+    #[wasm_bindgen(js_name = debugPanic)]
+    pub fn debug_panic() {
+        panic!("deliberate panic (kanoclip test hook)");
+    }
 }

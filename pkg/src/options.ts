@@ -1,0 +1,70 @@
+// The public options and input types of the package.
+
+import type { BackendChoice, Progress } from './protocol.js';
+
+/**
+ * What `detect` takes: an image, canvas, bitmap, pixels, video frame, file or URL.
+ *
+ * @example
+ * const r = await detector.detect(document.querySelector('video')); // a camera's current frame
+ */
+export type ImageInput =
+  | HTMLImageElement
+  | HTMLCanvasElement
+  | OffscreenCanvas
+  | ImageBitmap
+  | ImageData
+  | HTMLVideoElement
+  | VideoFrame
+  | Blob
+  | File
+  | string;
+
+/**
+ * Options of `createDetector`.
+ *
+ * @example
+ * const detector = await createDetector({
+ *   weights: '/model/manifest.json',
+ *   backend: 'auto',
+ *   onProgress: (p) => console.log(p.phase, p.loaded, p.total),
+ * });
+ */
+export interface DetectorOptions {
+  /** URL of the bundle's `manifest.json` (from `kanoclip convert --to web`). */
+  weights: string | URL;
+  /** `auto` (default) uses WebGPU when the browser offers it, else the CPU. */
+  backend?: BackendChoice;
+  onProgress?: (p: Progress) => void;
+  /** Run inference in a Web Worker (default) or on the calling thread. */
+  worker?: boolean;
+  /**
+   * Count live WebGPU buffers from the start, for `stats()` (a debugging aid: it wraps
+   * `GPUDevice.prototype.createBuffer` inside the worker). Off by default; `stats()`
+   * starts counting when first called.
+   */
+  stats?: boolean;
+  /** Cancels the download and start-up: `createDetector` then rejects with `ABORTED`. */
+  signal?: AbortSignal;
+  /**
+   * Where the app serves the package's `dist/worker.js` (the subpath export
+   * `kanoclip-wasm/worker`), for bundlers that do not emit it themselves (esbuild).
+   * Vite and webpack need nothing. A cross-origin URL is started through a `blob:` module.
+   */
+  workerUrl?: string | URL;
+  /**
+   * Where the app serves `wasm/kanoclip_bg.wasm` (the subpath export `kanoclip-wasm/wasm`),
+   * like onnxruntime-web's `wasmPaths`; by default, next to the worker's files.
+   */
+  wasmUrl?: string | URL;
+}
+
+/**
+ * Options of one `detect` call.
+ * @example
+ * const result = await detector.detect(file, { signal: AbortSignal.timeout(10_000) });
+ */
+export interface DetectOptions {
+  /** Cancels the call while it waits its turn or runs: it rejects with `ABORTED`. */
+  signal?: AbortSignal;
+}
