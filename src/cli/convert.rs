@@ -4,10 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use super::model::ModelArgs;
 use crate::clip::{Clip, ClipConfig, Tokenizer};
+use crate::detect::Detector;
 use crate::detect::bundle::{BundleInfo, StoreDtype, build};
-use crate::detect::{Detector, DetectorConfig};
-use crate::head::knowledge::Knowledge;
+use crate::device::device;
 use crate::{Error, Result, atomic};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -19,16 +20,9 @@ enum Target {
 pub struct ConvertArgs {
     #[arg(long, value_enum)]
     to: Target,
-    #[arg(long)]
-    clip_config: PathBuf,
-    #[arg(long)]
-    weights: PathBuf,
-    /// A trained head; without it, the bundle runs training-free with --knowledge.
-    #[arg(long)]
-    head: Option<PathBuf>,
-    /// `industrial` or `medical` (built in), or a knowledge file.
-    #[arg(long, default_value = "industrial")]
-    knowledge: String,
+    /// The model: CLIP's own files (not a bundle), and a head or a knowledge base.
+    #[command(flatten)]
+    model: ModelArgs,
     /// How tensors are stored: f16 (default), f32, or int8 (the blocks' matrices as
     /// weight-only int8 with per-output-channel scales, the rest f16: about half of f16).
     #[arg(long, value_enum, default_value_t = StoreDtype::F16)]
@@ -48,19 +42,13 @@ pub struct ConvertArgs {
 
 pub fn run(args: ConvertArgs) -> Result<()> {
     let Target::Web = args.to;
-    let device = burn::prelude::Device::flex();
-    let cfg = ClipConfig::from_file(&args.clip_config)?;
-    let weights = std::fs::read(&args.weights).map_err(|e| Error::io(&args.weights, e))?;
+    let (config_path, weights_path) = args.model.clip_files("convert")?;
+    let device = pollster::block_on(device(args.model.backend))?;
+    let cfg = ClipConfig::from_file(config_path)?;
+    let weights = std::fs::read(weights_path).map_err(|e| Error::io(weights_path, e))?;
     let clip = Clip::from_safetensors(&cfg, &weights, &device)?;
-    let tokenizer = Tokenizer::new()?;
-    let detector = match &args.head {
-        Some(h) => Detector::load(clip, h, &tokenizer)?,
-        None => {
-            let kb = Knowledge::parse(&args.knowledge).load()?;
-            Detector::training_free(clip, &kb, &tokenizer, DetectorConfig::for_clip(&cfg))?
-        }
-    };
-    let head = match &args.head {
+    let detector = Detector::new(clip, &args.model.source(), &Tokenizer::new()?)?;
+    let head = match &args.model.head {
         Some(h) => Some(std::fs::read(h).map_err(|e| Error::io(h, e))?),
         None => None,
     };

@@ -5,14 +5,11 @@ use std::path::PathBuf;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::clip::{Clip, Tokenizer};
+use super::model::ModelArgs;
+use crate::data::dataset::{Dataset, Format};
 use crate::detect::memory::FewShot;
-use crate::detect::{Detector, DetectorConfig};
-use crate::device::{BackendKind, device};
-use crate::head::knowledge::Knowledge;
-use crate::train::dataset::{Dataset, Format};
-use crate::train::evaluate::{CategoryMetrics, EvalReport, evaluate_with};
-use crate::train::few_shot::{FewShotProtocol, FewShotReport, evaluate_few_shot};
+use crate::eval::evaluate::{CategoryMetrics, EvalReport, evaluate_with};
+use crate::eval::few_shot::{FewShotProtocol, FewShotReport, evaluate_few_shot};
 use crate::{Error, Result, atomic};
 
 #[derive(Args)]
@@ -21,27 +18,10 @@ pub struct EvalArgs {
     data: PathBuf,
     #[arg(long, value_enum)]
     format: Format,
-    #[arg(long)]
-    clip_config: PathBuf,
-    #[arg(long)]
-    weights: PathBuf,
-    /// A trained head.
-    #[arg(
-        long,
-        conflicts_with = "training_free",
-        required_unless_present = "training_free"
-    )]
-    head: Option<PathBuf>,
-    /// Plain CLIP with the knowledge prompt ensemble.
-    #[arg(long)]
-    training_free: bool,
-    /// `industrial` or `medical` (built in), or a knowledge file.
-    #[arg(long, default_value = "industrial")]
-    knowledge: String,
+    #[command(flatten)]
+    model: ModelArgs,
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
-    backend: BackendKind,
     /// Test images per forward pass (only this many are decoded at once); default: the
     /// fastest on the backend (1 on the CPU, 8 on GPUs).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -135,24 +115,16 @@ fn write_outputs(
 pub fn run(args: EvalArgs) -> Result<()> {
     let data = Dataset::load(&args.data, args.format)?;
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
-    let tokenizer = Tokenizer::new()?;
-    let dev = pollster::block_on(device(args.backend))?;
-    let clip = Clip::from_files(&args.clip_config, &args.weights, &dev)?;
-    let detector = match &args.head {
-        Some(head) => Detector::load(clip, head, &tokenizer)?,
-        None => {
-            let kb = Knowledge::parse(&args.knowledge).load()?;
-            let cfg = DetectorConfig::for_clip(&clip.config);
-            Detector::training_free(clip, &kb, &tokenizer, cfg)?
-        }
-    };
+    let (detector, _) = args.model.detector()?;
     let tests = data
         .samples
         .iter()
-        .filter(|s| s.split == crate::train::dataset::Split::Test)
+        .filter(|s| s.split == crate::data::dataset::Split::Test)
         .count();
     let runs = if args.shots.is_some() { args.seeds } else { 1 };
-    let batch = args.batch.map_or(args.backend.default_batch(), usize::from);
+    let batch = args
+        .batch
+        .map_or(args.model.backend.default_batch(), usize::from);
     let bar = ProgressBar::new((tests * runs as usize) as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} images  {elapsed} elapsed, ETA {eta}")

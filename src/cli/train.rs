@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::model::ModelArgs;
 use crate::clip::{Clip, Tokenizer};
+use crate::data::dataset::{Dataset, Format};
 use crate::detect::DetectorConfig;
-use crate::device::{BackendKind, devices};
+use crate::device::devices;
 use crate::head::HeadConfig;
 use crate::head::knowledge::Knowledge;
-use crate::train::dataset::{Dataset, Format};
 use crate::train::fit::{FitEnd, FitOptions, checkpoint_path, fit, log_path};
 use crate::train::trainer::{TrainConfig, Trainer};
 use crate::{Error, Result};
@@ -22,13 +23,10 @@ pub struct TrainArgs {
     data: PathBuf,
     #[arg(long, value_enum)]
     format: Format,
-    #[arg(long)]
-    clip_config: PathBuf,
-    #[arg(long)]
-    weights: PathBuf,
-    /// `industrial` or `medical` (built in), or a knowledge file (with `specific` texts).
-    #[arg(long, default_value = "industrial")]
-    knowledge: String,
+    /// CLIP's own files (not a bundle) and the knowledge base (with `specific` texts);
+    /// `--head` is refused: training writes one (`--out`).
+    #[command(flatten)]
+    model: ModelArgs,
     /// The head file to write (after every epoch).
     #[arg(long)]
     out: PathBuf,
@@ -41,8 +39,6 @@ pub struct TrainArgs {
     /// Model input size (default: the backbone's, 518 for ViT-L/14).
     #[arg(long)]
     input_size: Option<usize>,
-    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
-    backend: BackendKind,
     /// Train data-parallel on this many devices of the backend (GPUs 0..N).
     #[arg(long, default_value_t = 1)]
     devices: usize,
@@ -69,20 +65,26 @@ fn default_cache() -> PathBuf {
 static STOP: AtomicBool = AtomicBool::new(false);
 
 pub fn run(args: TrainArgs) -> Result<()> {
+    let (clip_config, weights) = args.model.clip_files("train")?;
+    if args.model.head.is_some() {
+        return Err(Error::Invalid(
+            "kanoclip train writes a head (--out); --head is for detect, eval and convert".into(),
+        ));
+    }
     let data = Dataset::load(&args.data, args.format)?;
-    let kb = Knowledge::parse(&args.knowledge).load()?;
+    let kb = Knowledge::parse(&args.model.knowledge).load()?;
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     let tokenizer = Tokenizer::new()?;
-    let mut devs = pollster::block_on(devices(args.backend, args.devices))?
+    let mut devs = pollster::block_on(devices(args.model.backend, args.devices))?
         .into_iter()
         .map(|d| d.autodiff());
     let dev = devs
         .next()
         .ok_or_else(|| Error::Invalid("no device".into()))?;
     let others: Vec<_> = devs.collect();
-    let clip = Clip::from_files(&args.clip_config, &args.weights, &dev)?;
+    let clip = Clip::from_files(clip_config, weights, &dev)?;
     let mut det = DetectorConfig::for_clip(&clip.config);
     if let Some(s) = args.input_size {
         det.input_size = s;

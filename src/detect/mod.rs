@@ -34,7 +34,7 @@ pub use config::DetectorConfig;
 use head_file::{HeadMeta, check_levels, load_head_file};
 use memory::{FewShot, ReferenceMemory};
 pub use reference::MemoryOptions;
-pub use result::{AnomalyMap, Calibration, Detection, JsDetection, JsTimings, Timings};
+pub use result::{AnomalyMap, Calibration, Detection, Timings};
 
 /// CLIP's usual prompt templates, used to wrap each knowledge text in training-free mode.
 pub const TEMPLATES: [&str; 7] = [
@@ -55,6 +55,27 @@ pub enum DetectorSource {
     TrainingFree(Knowledge),
     /// Trained mode: a head file, with the settings it was trained with.
     Head(PathBuf),
+}
+
+impl DetectorSource {
+    /// The one rule every face uses: a head file when one is given (trained mode), else
+    /// training-free mode with the knowledge base `knowledge` names (`industrial`,
+    /// `medical`, or a knowledge file).
+    pub fn new(head: Option<PathBuf>, knowledge: &str) -> Self {
+        match head {
+            Some(path) => DetectorSource::Head(path),
+            None => DetectorSource::TrainingFree(Knowledge::parse(knowledge)),
+        }
+    }
+
+    /// The mode's name, as reports and the browser bundle write it: `trained` or
+    /// `training-free`.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            DetectorSource::TrainingFree(_) => "training-free",
+            DetectorSource::Head(_) => "trained",
+        }
+    }
 }
 
 /// A forward pass waiting to be read back.
@@ -106,17 +127,23 @@ impl Detector {
         clip_config: impl AsRef<Path>,
         weights: impl AsRef<Path>,
         source: DetectorSource,
-        backend: crate::BackendKind,
+        backend: crate::device::BackendKind,
     ) -> Result<Self> {
         let device = crate::device::device_blocking(backend)?;
         let clip = Clip::from_files(clip_config, weights, &device)?;
-        let tokenizer = Tokenizer::new()?;
+        Self::new(clip, &source, &Tokenizer::new()?)
+    }
+
+    /// The detector `source` asks for, on a loaded CLIP: training-free with the backbone's
+    /// default settings ([`DetectorConfig::for_clip`]), or trained with the head file's own.
+    /// Every face (the CLI's commands, [`Self::from_files`]) builds its detector here.
+    pub fn new(clip: Clip, source: &DetectorSource, tokenizer: &Tokenizer) -> Result<Self> {
         match source {
             DetectorSource::TrainingFree(knowledge) => {
                 let config = DetectorConfig::for_clip(&clip.config);
-                Self::training_free(clip, &knowledge.load()?, &tokenizer, config)
+                Self::training_free(clip, &knowledge.load()?, tokenizer, config)
             }
-            DetectorSource::Head(path) => Self::load(clip, path, &tokenizer),
+            DetectorSource::Head(path) => Self::load(clip, path, tokenizer),
         }
     }
 
