@@ -440,9 +440,29 @@ fn synth_then_eval_writes_metrics_and_scores() {
             three[path]
         );
     }
-    // Neither --head nor --training-free, and a data set that is not there: refused.
+    // One rule for every command: without --head, training-free mode; `--training-free`
+    // is still accepted (earlier versions required it here) and changes nothing.
+    let free_scores = |extra: &[&str], name: &str| {
+        let out = dir.join(name);
+        let mut args = base.to_vec();
+        args.extend(extra);
+        args.extend(["--out", out.to_str().unwrap()]);
+        kanoclip_ok(&args);
+        std::fs::read_to_string(out.join("scores.csv")).unwrap()
+    };
+    let inferred = free_scores(&[], "out-free");
+    assert_eq!(inferred.lines().count(), 29);
+    assert_eq!(inferred, free_scores(&["--training-free"], "out-free-flag"));
+    assert_ne!(inferred, scores, "training-free scored like the head");
+    // --training-free with --head contradicts itself: refused.
     let mut args = base.to_vec();
-    args.extend(["--out", out.to_str().unwrap()]);
+    args.extend([
+        "--head",
+        &head,
+        "--training-free",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(!kanoclip(&args).status.success());
     let run = kanoclip(&[
         "eval",
@@ -930,8 +950,13 @@ fn sharded_detect_runs_merge_into_the_whole_report() {
             args.extend(["--shard", s]);
         }
         kanoclip_ok(&args);
+        // A shard's outputs go to its own folder inside --out.
+        let folder = shard.map_or(out.clone(), |s| {
+            let (i, n) = s.split_once('/').unwrap();
+            out.join(format!("shard-{i}-of-{n}"))
+        });
         serde_json::from_slice::<serde_json::Value>(
-            &std::fs::read(out.join("report.json")).unwrap(),
+            &std::fs::read(folder.join("report.json")).unwrap(),
         )
         .unwrap()
     };
@@ -997,5 +1022,147 @@ fn sharded_detect_runs_merge_into_the_whole_report() {
         "3/3",
     ]);
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("0 ≤ i < n"));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A run into a folder that holds results never truncates or overwrites them: it is
+/// refused, or with --resume continued (inputs already scored, by path and contents, are
+/// skipped); the shards of a job array share one --out without touching each other; and
+/// `report merge` proves completeness and never writes over its inputs.
+#[test]
+fn output_folders_keep_what_they_hold() {
+    let dir = scratch("keep");
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    for (d, names) in [(&a, ["x.png", "y.png"]), (&b, ["x.png", "z.png"])] {
+        std::fs::create_dir_all(d).unwrap();
+        for (i, n) in names.iter().enumerate() {
+            let src = ["tiny_quickgelu_0.png", "tiny_quickgelu_1.png"][i];
+            std::fs::copy(fixture(&format!("images/{src}")), d.join(n)).unwrap();
+        }
+    }
+    let (cfg, weights) = tiny_model();
+    let out = dir.join("out");
+    let o = out.to_str().unwrap().to_string();
+    let detect = |input: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "detect",
+            input.to_str().unwrap(),
+            "--clip-config",
+            &cfg,
+            "--weights",
+            &weights,
+            "--out",
+            &o,
+        ];
+        args.extend(extra);
+        kanoclip(&args)
+    };
+    let lines = || std::fs::read_to_string(out.join("report.jsonl")).unwrap();
+    assert!(detect(&a, &[]).status.success());
+    let first = lines();
+    let heatmap = std::fs::read(out.join("x_heatmap.png")).unwrap();
+    assert_eq!(first.lines().count(), 2);
+    // A second folder into the same --out: refused, nothing touched.
+    let again = detect(&b, &[]);
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains("--resume") && stderr.contains("never overwrites"),
+        "{stderr}"
+    );
+    assert_eq!(lines(), first);
+    // --resume over the same folder: nothing is redone.
+    assert!(detect(&a, &["--resume"]).status.success());
+    assert_eq!(lines(), first);
+    // --resume with the other folder: its two images are added; b/x.png gets outputs of
+    // its own name, a/x.png's are kept byte for byte.
+    let run = detect(&b, &["--resume"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(lines().starts_with(&first) && lines().lines().count() == 4);
+    assert_eq!(std::fs::read(out.join("x_heatmap.png")).unwrap(), heatmap);
+    assert!(out.join("x_2_heatmap.png").is_file());
+    let report: serde_json::Value = json_file(out.join("report.json"));
+    assert_eq!(report["results"].as_array().unwrap().len(), 4);
+    assert_eq!(report["images"], 4);
+    // An input whose contents changed since is scored again, and its latest row counts.
+    std::fs::copy(fixture("images/small_gelu_0.png"), a.join("y.png")).unwrap();
+    assert!(detect(&a, &["--resume"]).status.success());
+    assert_eq!(lines().lines().count(), 5);
+    let report: serde_json::Value = json_file(out.join("report.json"));
+    assert_eq!(report["results"].as_array().unwrap().len(), 4);
+    // A line cut short by a crash is left out on resume, and the next row starts its own.
+    let mut cut = lines();
+    cut.push_str("{\"file\": \"half");
+    std::fs::write(out.join("report.jsonl"), &cut).unwrap();
+    std::fs::copy(fixture("images/tiny_quickgelu_0.png"), a.join("w.png")).unwrap();
+    assert!(detect(&a, &["--resume"]).status.success());
+    let report: serde_json::Value = json_file(out.join("report.json"));
+    assert_eq!(report["results"].as_array().unwrap().len(), 5);
+
+    // Shards of a job array into one --out: each in its own folder, merged from the
+    // folder; two of three shards are refused unless marked incomplete.
+    let jobs = dir.join("jobs");
+    let j = jobs.to_str().unwrap().to_string();
+    for i in 0..3 {
+        let s = format!("{i}/3");
+        let run = kanoclip(&[
+            "detect",
+            a.to_str().unwrap(),
+            "--clip-config",
+            &cfg,
+            "--weights",
+            &weights,
+            "--out",
+            &j,
+            "--shard",
+            &s,
+        ]);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(jobs.join(format!("shard-{i}-of-3/report.json")).is_file());
+    }
+    let merged = dir.join("merged").to_str().unwrap().to_string();
+    kanoclip_ok(&["report", "merge", &j, "--out", &merged]);
+    let m: serde_json::Value = json_file(dir.join("merged/report.json"));
+    assert_eq!(
+        (m["complete"].clone(), m["images"].clone()),
+        (true.into(), 3.into())
+    );
+    // Merging again into the same --out, or into one of the inputs: refused.
+    let twice = kanoclip(&["report", "merge", &j, "--out", &merged]);
+    assert!(!twice.status.success());
+    let s0 = jobs.join("shard-0-of-3").to_str().unwrap().to_string();
+    let s1 = jobs.join("shard-1-of-3").to_str().unwrap().to_string();
+    let into_input = kanoclip(&["report", "merge", &s0, &s1, "--out", &s0]);
+    assert!(!into_input.status.success());
+    assert!(String::from_utf8_lossy(&into_input.stderr).contains("one of the reports"));
+    let part = dir.join("part").to_str().unwrap().to_string();
+    let two = kanoclip(&["report", "merge", &s0, &s1, "--out", &part]);
+    assert!(!two.status.success());
+    assert!(
+        String::from_utf8_lossy(&two.stderr).contains("2/3"),
+        "{}",
+        String::from_utf8_lossy(&two.stderr)
+    );
+    assert!(!dir.join("part/report.json").exists());
+    kanoclip_ok(&[
+        "report",
+        "merge",
+        &s0,
+        &s1,
+        "--out",
+        &part,
+        "--allow-incomplete",
+    ]);
+    let m: serde_json::Value = json_file(dir.join("part/report.json"));
+    assert_eq!(m["complete"], false);
+    assert_eq!(m["missing_shards"], serde_json::json!(["2/3"]));
     std::fs::remove_dir_all(dir).ok();
 }

@@ -1,18 +1,25 @@
 //! `kanoclip detect`: inspect files and folders of images, write heatmaps, overlays and a
 //! report. Exit 0 whenever it ran, anomalies or not; non-zero only if it could not run.
+//!
+//! The run in three steps: collecting the inputs ([`super::inputs`]), inspecting them a
+//! batch at a time, and writing the report ([`super::report::ReportWriter`]).
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 use image::DynamicImage;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
 
+use super::inputs::{Shard, collect, is_image_name};
 use super::model::ModelArgs;
 use super::reference::{FewShotArgs, FewShotInfo};
+use super::report::{Header, ReportWriter, Row, empty_row, failed};
 use crate::clip::preprocess::decode_image_lenient;
+use crate::detect::Detection;
+use crate::detect::Detector;
 use crate::detect::render::{heatmap, overlay};
-use crate::detect::{Detection, Detector, Timings};
+use crate::tensor_io::sha256_hex;
 use crate::{Error, Result, atomic};
 
 #[derive(Args)]
@@ -24,7 +31,8 @@ pub struct DetectArgs {
     model: ModelArgs,
     #[command(flatten)]
     few_shot: FewShotArgs,
-    /// Output folder for heatmaps, overlays and the report.
+    /// Output folder for heatmaps, overlays and the report (refused if it holds an
+    /// earlier run's report, unless --resume).
     #[arg(long, default_value = "kanoclip-out")]
     out: PathBuf,
     /// Decision threshold (default: the head's, or 0.5).
@@ -41,98 +49,25 @@ pub struct DetectArgs {
     /// Inspect only shard i of n (0-based, e.g. `--shard 2/8`): a deterministic share of
     /// the inputs by a hash of each path, so that the n shards of a job array cover every
     /// input once; `kanoclip report merge` joins their reports.
+    /// With it, the outputs go to `OUT/shard-I-of-N/`, so that the tasks of a job array
+    /// can share one --out without touching each other's results.
     #[arg(long)]
-    shard: Option<super::report::Shard>,
+    shard: Option<Shard>,
+    /// Continue the run whose report is in --out: inputs it already scored (same path, same
+    /// contents) are skipped, the rest are added. Without it, a --out that holds a report
+    /// is refused: results are never overwritten.
+    #[arg(long)]
+    resume: bool,
     /// Images per forward pass (only this many are decoded at once); default: the fastest
     /// on the backend (1 on the CPU, 8 on GPUs).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
     batch: Option<u16>,
 }
 
-const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "gif"];
-
-/// One input's line of the report.
-#[derive(Serialize, serde::Deserialize)]
-pub(super) struct Row {
-    pub(super) file: String,
-    score: Option<f32>,
-    is_anomalous: Option<bool>,
-    map_max: Option<f32>,
-    global_probability: Option<f32>,
-    heatmap: Option<String>,
-    overlay: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    raw_map: Option<String>,
-    width: Option<u32>,
-    height: Option<u32>,
-    timings: Option<Timings>,
-    /// Set when the file was cut short and scored anyway (`--allow-truncated`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    truncated: Option<String>,
-    error: Option<String>,
-}
-
-#[derive(Serialize)]
-struct Report<'a> {
-    mode: &'a str,
-    /// `i/n` with `--shard`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    shard: Option<String>,
-    backend: String,
-    threshold: f64,
-    images: usize,
-    anomalous: usize,
-    errors: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    few_shot: Option<FewShotInfo>,
-    results: Vec<Row>,
-}
-
-/// The input files under `paths`, folders walked recursively in name order. A folder holding `report.jsonl` is the
-/// output of an earlier `kanoclip detect` (heatmaps, overlays): it is skipped with a
-/// warning, never silently read back as input.
-pub(super) fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            let earlier_output = |e: &walkdir::DirEntry| {
-                let skip = e.file_type().is_dir() && e.path().join("report.jsonl").is_file();
-                if skip {
-                    eprintln!(
-                        "kanoclip: warning: skipping {}: it holds the outputs of an earlier run",
-                        e.path().display()
-                    );
-                }
-                !skip
-            };
-            let walk = walkdir::WalkDir::new(p).sort_by_file_name().into_iter();
-            for entry in walk.filter_entry(earlier_output) {
-                let entry =
-                    entry.map_err(|e| Error::io(p, std::io::Error::other(e.to_string())))?;
-                if entry.file_type().is_file() {
-                    files.push(entry.into_path());
-                }
-            }
-        } else if p.exists() {
-            files.push(p.clone());
-        } else {
-            return Err(Error::io(
-                p,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
-            ));
-        }
-    }
-    Ok(files)
-}
-
-pub(super) fn is_image_name(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-}
-
-/// A unique output stem per input: the file stem, with `_2`, `_3`… on collisions.
-fn stem_for(p: &Path, used: &mut std::collections::HashSet<String>) -> String {
+/// A unique output stem per input: the file stem, with `_2`, `_3`… on collisions with
+/// this run's stems or with files already in `out` (an earlier run's outputs are never
+/// overwritten).
+fn stem_for(p: &Path, out: &Path, used: &mut HashSet<String>) -> String {
     let base: String = p
         .file_stem()
         .map(|s| {
@@ -150,18 +85,16 @@ fn stem_for(p: &Path, used: &mut std::collections::HashSet<String>) -> String {
         .unwrap_or_else(|| "image".into());
     let mut name = base.clone();
     let mut n = 1;
-    while !used.insert(name.clone()) {
+    let taken = |name: &str| {
+        ["heatmap.png", "overlay.png", "map.f32"]
+            .iter()
+            .any(|k| out.join(format!("{name}_{k}")).exists())
+    };
+    while taken(&name) || !used.insert(name.clone()) {
         n += 1;
         name = format!("{base}_{n}");
     }
     name
-}
-
-fn check_writable(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let probe = dir.join(format!(".kanoclip-write-test-{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(|e| Error::io(dir, e))?;
-    std::fs::remove_file(&probe).map_err(|e| Error::io(dir, e))
 }
 
 fn save_png(path: &Path, img: &image::RgbaImage) -> Result<()> {
@@ -172,33 +105,86 @@ fn save_png(path: &Path, img: &image::RgbaImage) -> Result<()> {
 }
 
 pub fn run(args: DetectArgs) -> Result<()> {
+    let files = inputs(&args)?;
+    let out = args.out_dir();
+    // Before the model loads: a folder holding results is refused at once.
+    let mut report = ReportWriter::open(&out, args.resume)?;
+    let (detector, mode) = args.model.detector()?;
+    let few_shot = args.few_shot.apply(&detector)?;
+    if let Some(info) = &few_shot {
+        warn_if_references(info, &files);
+    }
+    if let Some(t) = args.threshold {
+        detector.set_threshold(t)?;
+    }
+    let skipped = inspect_all(&detector, &files, &args, &out, &mut report)?;
+    let report = report.finish(Header {
+        mode,
+        shard: args.shard.map(|s| s.to_string()),
+        backend: args.model.backend.to_string(),
+        threshold: detector.threshold(),
+        few_shot,
+    })?;
+    if skipped > 0 {
+        eprintln!(
+            "kanoclip: {skipped} input(s) already scored by the earlier run, kept as they were"
+        );
+    }
+    eprintln!(
+        "kanoclip: {} images, {} anomalous (threshold {:.4}), {} skipped; report in {}",
+        report.images,
+        report.anomalous,
+        report.threshold,
+        report.errors,
+        out.join("report.json").display()
+    );
+    Ok(())
+}
+
+impl DetectArgs {
+    /// Where this run writes: --out, or its shard's own folder in it.
+    fn out_dir(&self) -> PathBuf {
+        match self.shard {
+            Some(s) => self.out.join(s.folder_name()),
+            None => self.out.clone(),
+        }
+    }
+}
+
+/// The inputs: the files under the paths given, this shard's share of them with --shard.
+fn inputs(args: &DetectArgs) -> Result<Vec<PathBuf>> {
     let mut files = collect(&args.paths)?;
     if let Some(shard) = args.shard {
         let all = files.len();
         files.retain(|f| shard.contains(f));
         eprintln!("kanoclip: shard {shard}: {} of {all} inputs", files.len());
     }
-    check_writable(&args.out)?;
-    let (detector, mode) = args.model.detector()?;
-    let few_shot = args.few_shot.apply(&detector)?;
-    if let Some(info) = &few_shot {
-        let refs: std::collections::HashSet<&str> =
-            info.references.iter().map(|r| r.name.as_str()).collect();
-        let both = files
-            .iter()
-            .filter(|f| refs.contains(f.display().to_string().as_str()))
-            .count();
-        if both > 0 {
-            eprintln!(
-                "kanoclip: warning: {both} input image(s) are also references; \
-                 their few-shot maps are 0 by construction"
-            );
-        }
-    }
-    if let Some(t) = args.threshold {
-        detector.set_threshold(t)?;
-    }
+    Ok(files)
+}
 
+fn warn_if_references(info: &FewShotInfo, files: &[PathBuf]) {
+    let refs: HashSet<&str> = info.references.iter().map(|r| r.name.as_str()).collect();
+    let both = files
+        .iter()
+        .filter(|f| refs.contains(f.display().to_string().as_str()))
+        .count();
+    if both > 0 {
+        eprintln!(
+            "kanoclip: warning: {both} input image(s) are also references; \
+             their few-shot maps are 0 by construction"
+        );
+    }
+}
+
+/// Every input through the detector, `--batch` at a time, each row into the report as
+/// soon as it is known. Returns how many inputs an earlier run had already scored.
+fn inspect_all(
+    detector: &Detector,
+    files: &[PathBuf],
+    args: &DetectArgs,
+    out: &Path,
+    report: &mut ReportWriter,
+) -> Result<usize> {
     let bar = ProgressBar::new(files.len() as u64);
     bar.set_style(
         ProgressStyle::with_template(
@@ -209,12 +195,8 @@ pub fn run(args: DetectArgs) -> Result<()> {
     if files.len() < 2 {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let mut used = std::collections::HashSet::new();
-    let mut rows = Vec::with_capacity(files.len());
-    // Every result is appended to report.jsonl as soon as it is known, so a crash or a kill
-    // keeps what was done; report.json and report.csv are written at the end.
-    let lines_path = args.out.join("report.jsonl");
-    let mut lines = std::fs::File::create(&lines_path).map_err(|e| Error::io(&lines_path, e))?;
+    let mut used = HashSet::new();
+    let mut skipped = 0;
     let batch = args
         .batch
         .map_or(args.model.backend.default_batch(), usize::from);
@@ -225,87 +207,35 @@ pub fn run(args: DetectArgs) -> Result<()> {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         );
-        for row in inspect_batch(&detector, chunk, &args, &mut used) {
-            use std::io::Write;
-            let line = serde_json::to_string(&row)?;
-            writeln!(lines, "{line}")
-                .and_then(|()| lines.flush())
-                .map_err(|e| Error::io(&lines_path, e))?;
-            rows.push(row);
+        let rows = inspect_batch(detector, chunk, args, out, &mut used, report);
+        skipped += chunk.len() - rows.len();
+        bar.inc((chunk.len() - rows.len()) as u64);
+        for row in rows {
+            report.push(row)?;
             bar.inc(1);
         }
     }
     bar.finish_and_clear();
-
-    let report = Report {
-        mode,
-        shard: args.shard.map(|s| s.to_string()),
-        backend: args.model.backend.to_string(),
-        threshold: detector.threshold(),
-        images: images(&rows),
-        anomalous: anomalous(&rows),
-        errors: rows.len() - images(&rows),
-        few_shot,
-        results: rows,
-    };
-    let json = serde_json::to_vec_pretty(&report).map_err(Error::from)?;
-    atomic::write(&args.out.join("report.json"), &json)?;
-    atomic::write(
-        &args.out.join("report.csv"),
-        csv(&report.results).as_bytes(),
-    )?;
-    eprintln!(
-        "kanoclip: {} images, {} anomalous (threshold {:.4}), {} skipped; report in {}",
-        report.images,
-        report.anomalous,
-        report.threshold,
-        report.errors,
-        args.out.join("report.json").display()
-    );
-    Ok(())
+    Ok(skipped)
 }
 
-/// The rows that were scored.
-pub(super) fn images(rows: &[Row]) -> usize {
-    rows.iter().filter(|r| r.error.is_none()).count()
-}
-
-/// The rows found anomalous.
-pub(super) fn anomalous(rows: &[Row]) -> usize {
-    rows.iter().filter(|r| r.is_anomalous == Some(true)).count()
-}
-
-fn empty_row(file: &Path) -> Row {
-    Row {
-        file: file.display().to_string(),
-        score: None,
-        is_anomalous: None,
-        map_max: None,
-        global_probability: None,
-        heatmap: None,
-        overlay: None,
-        raw_map: None,
-        width: None,
-        height: None,
-        timings: None,
-        truncated: None,
-        error: None,
-    }
-}
-
-fn failed(mut row: Row, e: &Error) -> Row {
-    row.error = Some(e.to_string().replace('\n', "; "));
-    row
-}
+/// What became of one input before the model: a row to write (with the image to score,
+/// or the reason it was refused), or nothing when an earlier run already scored it.
+type Opened = Option<(Row, Option<DynamicImage>)>;
 
 /// Read and decode one input; without an image, the row says why it was refused.
-fn open(file: &Path, args: &DetectArgs) -> (Row, Option<DynamicImage>) {
+fn open(file: &Path, args: &DetectArgs, report: &ReportWriter) -> Opened {
     let mut row = empty_row(file);
-    let result = (|| -> Result<DynamicImage> {
+    let result = (|| -> Result<Option<DynamicImage>> {
         if !is_image_name(file) {
             return Err(Error::Image("not an image file name (skipped)".into()));
         }
         let bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
+        let sha256 = sha256_hex(&bytes);
+        if report.done(file, &sha256) {
+            return Ok(None);
+        }
+        row.sha256 = Some(sha256);
         let (image, truncated) = decode_image_lenient(&bytes)?;
         if let Some(why) = truncated {
             if !args.allow_truncated {
@@ -313,11 +243,12 @@ fn open(file: &Path, args: &DetectArgs) -> (Row, Option<DynamicImage>) {
             }
             row.truncated = Some(why.into());
         }
-        Ok(image)
+        Ok(Some(image))
     })();
     match result {
-        Ok(image) => (row, Some(image)),
-        Err(e) => (failed(row, &e), None),
+        Ok(None) => None,
+        Ok(image) => Some((row, image)),
+        Err(e) => Some((failed(row, &e), None)),
     }
 }
 
@@ -327,16 +258,22 @@ fn inspect_batch(
     detector: &Detector,
     files: &[PathBuf],
     args: &DetectArgs,
-    used: &mut std::collections::HashSet<String>,
+    out: &Path,
+    used: &mut HashSet<String>,
+    report: &ReportWriter,
 ) -> Vec<Row> {
     // Decoded images move into one batch (no copies); `decoded[i]` says whether input i has
     // one there.
-    let (mut rows, mut images, mut decoded) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut rows, mut images, mut decoded, mut todo) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for file in files {
-        let (row, image) = open(file, args);
+        let Some((row, image)) = open(file, args, report) else {
+            continue;
+        };
         decoded.push(image.is_some());
         images.extend(image);
         rows.push(row);
+        todo.push(file);
     }
     let mut found = match detector.detect_batch(&images) {
         Ok(found) => found.into_iter().map(Ok).collect::<Vec<_>>(),
@@ -344,19 +281,19 @@ fn inspect_batch(
     }
     .into_iter();
     let mut images = images.iter();
-    let mut out = Vec::with_capacity(files.len());
-    for ((file, row), decoded) in files.iter().zip(rows).zip(decoded) {
+    let mut done = Vec::with_capacity(todo.len());
+    for ((file, row), decoded) in todo.into_iter().zip(rows).zip(decoded) {
         if !decoded {
-            out.push(row);
+            done.push(row);
             continue;
         }
-        out.push(match (images.next(), found.next()) {
-            (Some(image), Some(Ok(d))) => write_outputs(&d, image, file, args, used, row),
+        done.push(match (images.next(), found.next()) {
+            (Some(image), Some(Ok(d))) => write_outputs(&d, image, file, args, out, used, row),
             (_, Some(Err(e))) => failed(row, &e),
             _ => failed(row, &Error::Invalid("no result for this image".into())),
         });
     }
-    out
+    done
 }
 
 /// Heatmap, overlay and (with --raw-maps) the raw map of one detection, and its row (with
@@ -366,11 +303,11 @@ fn write_outputs(
     image: &DynamicImage,
     file: &Path,
     args: &DetectArgs,
-    used: &mut std::collections::HashSet<String>,
+    out: &Path,
+    used: &mut HashSet<String>,
     mut row: Row,
 ) -> Row {
-    let out = &args.out;
-    let stem = stem_for(file, used);
+    let stem = stem_for(file, out, used);
     let result = (|| -> Result<()> {
         let (hp, op) = (
             out.join(format!("{stem}_heatmap.png")),
@@ -399,37 +336,4 @@ fn write_outputs(
         Ok(()) => row,
         Err(e) => failed(row, &e),
     }
-}
-
-pub(super) fn csv(rows: &[Row]) -> String {
-    let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-    let num = |v: Option<f32>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
-    let mut out = String::from(
-        "file,score,is_anomalous,map_max,global_probability,preprocess_ms,backbone_ms,head_ms,postprocess_ms,truncated,error\n",
-    );
-    for r in rows {
-        let t = r.timings.unwrap_or_default();
-        let ms = |v: f64| {
-            if r.timings.is_some() {
-                format!("{v:.3}")
-            } else {
-                String::new()
-            }
-        };
-        out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{}\n",
-            q(&r.file),
-            num(r.score),
-            r.is_anomalous.map(|b| b.to_string()).unwrap_or_default(),
-            num(r.map_max),
-            num(r.global_probability),
-            ms(t.preprocess_ms),
-            ms(t.backbone_ms),
-            ms(t.head_ms),
-            ms(t.postprocess_ms),
-            r.truncated.is_some(),
-            q(r.error.as_deref().unwrap_or(""))
-        ));
-    }
-    out
 }

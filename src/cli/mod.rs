@@ -4,6 +4,7 @@ mod convert;
 mod detect;
 mod embed;
 mod eval;
+mod inputs;
 mod knowledge;
 mod model;
 mod reference;

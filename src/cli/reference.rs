@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use image::DynamicImage;
 use serde::Serialize;
 
-use super::detect::{collect, is_image_name};
+use super::inputs::{collect, is_image_name};
 use super::model::ModelArgs;
 use crate::detect::memory::{FewShot, ReferenceImage, ReferenceMemory};
 use crate::detect::{Detector, MemoryOptions};
