@@ -1,7 +1,7 @@
 //! The synthetic-defect generator: layout, determinism, and masks that mark exactly the
 //! changed pixels.
 
-use kanoclip::train::synth::{Defect, SynthConfig, Texture, add_defect, generate, texture};
+use kanoclip::data::synth::{Defect, SynthConfig, Texture, add_defect, generate, texture};
 
 #[test]
 fn masks_mark_exactly_the_changed_pixels() {

@@ -8,10 +8,10 @@ use burn::tensor::TensorData;
 use common::fixture;
 use kanoclip::clip::preprocess::image_batch;
 use kanoclip::clip::{Clip, Tokenizer};
+use kanoclip::data::synth::{Defect, Texture, add_defect, texture};
 use kanoclip::detect::DetectorConfig;
 use kanoclip::head::HeadConfig;
 use kanoclip::head::knowledge::KnowledgeBase;
-use kanoclip::train::synth::{Defect, Texture, add_defect, texture};
 use kanoclip::train::trainer::{Batch, TrainConfig, Trainer};
 
 fn new_trainer(device: &Device) -> kanoclip::Result<Trainer> {
