@@ -136,22 +136,35 @@ async function inspect(blob, mask = null) {
       return null;
     }
   };
-  const p = busy.then(run, run);
+  return queued(run);
+}
+
+/** Run `job` after every inspection already asked for: one at a time, in order. */
+function queued(job) {
+  const p = busy.then(job, job);
   busy = p.catch(() => null);
   return p;
 }
 
+/** Inspect a camera snapshot, in the same queue as files; the replaced bitmap is closed. */
 async function inspectCanvas(canvas) {
-  if (!detector) return;
-  $('error').textContent = '';
-  try {
-    const result = await detector.detect(canvas);
-    last = { result, source: await createImageBitmap(canvas) };
-    show(result);
-    await draw();
-  } catch (e) {
-    fail(e);
-  }
+  if (!detector) return null;
+  return queued(async () => {
+    if (!detector) return null;
+    $('error').textContent = '';
+    try {
+      const result = await detector.detect(canvas);
+      const source = await createImageBitmap(canvas);
+      last?.source.close?.();
+      last = { result, source };
+      show(result);
+      await draw();
+      return result;
+    } catch (e) {
+      fail(e);
+      return null;
+    }
+  });
 }
 
 /** Few-shot mode: build the memory of `files` (and calibrate on them when asked). */
@@ -206,7 +219,8 @@ function stopCamera() {
   $('camera').hidden = false;
 }
 
-function setup() {
+/** Files: the drop zone, the file picker and pasting. */
+function setupInputs() {
   const drop = $('drop');
   const dropReady = () => drop.getAttribute('aria-disabled') !== 'true';
   drop.addEventListener('click', () => dropReady() && $('file').click());
@@ -236,6 +250,10 @@ function setup() {
     const f = item?.getAsFile();
     if (f) inspect(f);
   });
+}
+
+/** The view: overlay opacity, ground truth, threshold. */
+function setupView() {
   $('opacity').addEventListener('input', () => {
     $('opacity-value').textContent = Number($('opacity').value).toFixed(2);
     draw();
@@ -247,6 +265,10 @@ function setup() {
     await detector?.setThreshold(t);
     if (last) show(last.result);
   });
+}
+
+/** The backend picker: reload the model and inspect the last image again. */
+function setupBackend() {
   $('backend').addEventListener('change', async () => {
     $('error').textContent = '';
     try {
@@ -264,6 +286,10 @@ function setup() {
       $('backend').disabled = false;
     }
   });
+}
+
+/** Few-shot mode: known-good images, λ, back to zero-shot. */
+function setupFewShot() {
   $('references').addEventListener('change', async (e) => {
     const files = [...(e.target.files || [])];
     if (!files.length || !detector) return;
@@ -272,19 +298,6 @@ function setup() {
       await applyReferences(files, $('calibrate-refs').checked);
       await rerun();
     } catch (err) {
-      fail(err);
-    }
-  });
-  $('calibrate-files').addEventListener('change', async (e) => {
-    const files = [...(e.target.files || [])];
-    if (!files.length || !detector) return;
-    $('error').textContent = '';
-    $('calibrate-status').textContent = `Scoring ${files.length} normal image${files.length === 1 ? '' : 's'}…`;
-    try {
-      $('calibrate-status').textContent = explain(await detector.calibrate(files), files);
-      if (last) show(last.result);
-    } catch (err) {
-      $('calibrate-status').textContent = 'Not calibrated.';
       fail(err);
     }
   });
@@ -305,6 +318,27 @@ function setup() {
     $('references').value = '';
     await rerun();
   });
+}
+
+/** Calibration from normal images. */
+function setupCalibration() {
+  $('calibrate-files').addEventListener('change', async (e) => {
+    const files = [...(e.target.files || [])];
+    if (!files.length || !detector) return;
+    $('error').textContent = '';
+    $('calibrate-status').textContent = `Scoring ${files.length} normal image${files.length === 1 ? '' : 's'}…`;
+    try {
+      $('calibrate-status').textContent = explain(await detector.calibrate(files), files);
+      if (last) show(last.result);
+    } catch (err) {
+      $('calibrate-status').textContent = 'Not calibrated.';
+      fail(err);
+    }
+  });
+}
+
+/** The camera: start, stop and snapshots (through the same queue as files). */
+function setupCamera() {
   $('camera').addEventListener('click', async () => {
     try {
       const stream = await navigator.mediaDevices.getUserMedia({ video: true });
@@ -328,6 +362,10 @@ function setup() {
     c.getContext('2d').drawImage(v, 0, 0);
     inspectCanvas(c);
   });
+}
+
+/** The sample images. */
+function setupSamples() {
   for (const url of SAMPLES) {
     const name = url.split('/').pop().replace('.jpg', '');
     const b = document.createElement('button');
@@ -341,6 +379,16 @@ function setup() {
     b.addEventListener('click', async () => inspect(await (await fetch(url)).blob(), MASKS[name] ?? null));
     $('samples').append(b);
   }
+}
+
+function setup() {
+  setupInputs();
+  setupView();
+  setupBackend();
+  setupFewShot();
+  setupCalibration();
+  setupCamera();
+  setupSamples();
 }
 
 window.kanoclipDemo = {
