@@ -6,6 +6,7 @@ mod embed;
 mod eval;
 mod inputs;
 mod knowledge;
+mod merge;
 mod model;
 mod reference;
 mod report;
@@ -48,7 +49,7 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Reports: `merge` joins the reports of `detect --shard i/n` runs.
     #[command(subcommand)]
-    Report(report::ReportCommand),
+    Report(merge::ReportCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -76,7 +77,7 @@ pub fn main() -> ExitCode {
         Command::Knowledge(args) => knowledge::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Reference(command) => reference::run(command),
-        Command::Report(command) => report::run(command),
+        Command::Report(command) => merge::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -64,6 +64,18 @@ fn default_cache() -> PathBuf {
 /// Set by Ctrl-C: training stops after the current step with a checkpoint.
 static STOP: AtomicBool = AtomicBool::new(false);
 
+/// Ctrl-C sets [`STOP`]; a second Ctrl-C while the checkpoint is written ends the process
+/// at once.
+fn stop_on_ctrl_c() -> Result<()> {
+    ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nkanoclip: stopping after this step (Ctrl-C again to quit at once)");
+    })
+    .map_err(|e| Error::Invalid(format!("cannot handle Ctrl-C: {e}")))
+}
+
 pub fn run(args: TrainArgs) -> Result<()> {
     let (clip_config, weights) = args.model.clip_files("train")?;
     if args.model.head.is_some() {
@@ -98,14 +110,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         ..TrainConfig::default()
     };
     let mut trainer = Trainer::new(clip, &kb, &tokenizer, head, det, cfg)?.with_devices(&others)?;
-    // A second Ctrl-C while the checkpoint is written ends the process at once.
-    ctrlc::set_handler(|| {
-        if STOP.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("\nkanoclip: stopping after this step (Ctrl-C again to quit at once)");
-    })
-    .map_err(|e| Error::Invalid(format!("cannot handle Ctrl-C: {e}")))?;
+    stop_on_ctrl_c()?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(
