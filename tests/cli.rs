@@ -286,8 +286,10 @@ fn detect_inspects_a_folder_and_records_what_it_skips() {
     std::fs::write(&bad_kb, r#"{"format": "kanoclip-knowledge/1"}"#).unwrap();
     let a_png = input.join("a.png");
     let a = a_png.to_str().unwrap();
+    // A fresh folder: out2 holds a report now, which would be refused before the model.
+    let out3 = dir.join("out3");
     let (out2, blocked, bad_kb) = (
-        out2.to_str().unwrap(),
+        out3.to_str().unwrap(),
         blocked.to_str().unwrap(),
         bad_kb.to_str().unwrap(),
     );
@@ -999,14 +1001,16 @@ fn sharded_detect_runs_merge_into_the_whole_report() {
             .count(),
         1 + 7
     );
-    // The same shard twice, or a bad shard: refused.
+    // The same shard twice, or a bad shard: refused (into a fresh --out: merged_dir holds
+    // a report now, which merge would refuse for that reason first).
+    let twice_dir = dir.join("twice").display().to_string();
     let twice = kanoclip(&[
         "report",
         "merge",
         &reports[0],
         &reports[0],
         "--out",
-        &merged_dir,
+        &twice_dir,
     ]);
     assert!(
         !twice.status.success() && String::from_utf8_lossy(&twice.stderr).contains("two reports")
