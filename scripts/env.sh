@@ -3,6 +3,14 @@
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kanoclip/target}
 export KANOCLIP_LOGS=${KANOCLIP_LOGS:-$CARGO_TARGET_DIR/logs}
 mkdir -p "$KANOCLIP_LOGS"
+# Cargo's fingerprints leave out the clone's path: a clone whose files are older than
+# another clone's last build would run that clone's test binaries, with its
+# CARGO_MANIFEST_DIR (and so its fixtures) baked in. When the clone changes, mark the
+# crate's root changed: the crate and its tests are rebuilt, the dependencies are not.
+if [ -f src/lib.rs ] && [ "$(cat "$CARGO_TARGET_DIR/clone" 2>/dev/null)" != "$(pwd -P)" ]; then
+  touch src/lib.rs
+  pwd -P >"$CARGO_TARGET_DIR/clone"
+fi
 # Two cores: keep memory use predictable.
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
 # Mesa's lavapipe warns on every start without one.
