@@ -68,7 +68,7 @@ pub struct ClipConfig {
 }
 
 /// Sizes above this are refused as impossible rather than allocated.
-const MAX_DIM: usize = 1 << 16;
+pub const MAX_DIM: usize = 1 << 16;
 
 impl ClipConfig {
     /// Parse a config from JSON text, detecting open_clip or Hugging Face layout.

@@ -48,6 +48,11 @@ pub struct VisionOutput {
 }
 
 impl VisionTower {
+    /// Attention heads per block (the most of any block; 0 without blocks).
+    pub fn heads(&self) -> usize {
+        self.blocks.iter().map(|b| b.attn.heads).max().unwrap_or(0)
+    }
+
     /// Residual width.
     pub fn width(&self) -> usize {
         self.class_embedding.dims()[0]

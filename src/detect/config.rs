@@ -5,6 +5,19 @@ use serde::{Deserialize, Serialize};
 use crate::clip::ClipConfig;
 use crate::error::{Error, Result};
 
+/// The largest model input side the settings may ask for.
+pub const MAX_INPUT_SIZE: usize = 4096;
+/// The most bytes one image's attention scores may take in a block (`heads · tokens² · 4`,
+/// what Burn's unfused attention holds at once): 2 GiB. ViT-L/14 at 518 takes 120 MB,
+/// ViT-B/16 at 224 2.4 MB; ViT-B/16 at 1024 (4097 tokens) 806 MB.
+pub const MAX_ATTENTION_BYTES: u64 = 2 << 30;
+/// The most multiply-adds the map's Gaussian may take per image (two passes of
+/// `size² · (2·⌊4σ + 0.5⌋ + 1)`): 2³². The default σ = 4 at 518 takes 18 million.
+pub const MAX_BLUR_OPS: u64 = 1 << 32;
+/// A σ below this blurs nothing (the kernel's outer taps are below e⁻⁵⁰⁰⁰⁰) and is taken as
+/// 0; far below it, `2σ²` underflows and the kernel was NaN.
+pub const MIN_SIGMA: f64 = 1e-2;
+
 /// A detector's settings: input size, the CLIP-VV path and taps, τ, σ, score fusion and threshold.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,10 +69,11 @@ impl DetectorConfig {
         let bad = |m: String| Err(Error::Invalid(format!("detector config: {m}")));
         if self.input_size == 0
             || !self.input_size.is_multiple_of(patch_size)
-            || self.input_size > 4096
+            || self.input_size > MAX_INPUT_SIZE
         {
             return bad(format!(
-                "input size {} is not a multiple of the patch size {patch_size} in 1..=4096",
+                "input size {} is not a multiple of the patch size {patch_size} in \
+                 1..={MAX_INPUT_SIZE}",
                 self.input_size
             ));
         }
@@ -95,5 +109,53 @@ impl DetectorConfig {
             return bad("global_weight must be in [0, 1] and threshold finite".into());
         }
         Ok(())
+    }
+
+    /// Check what one image's detect would take at these settings on a tower of
+    /// `patch_size` and `heads` attention heads, before anything is allocated: the
+    /// attention scores ([`MAX_ATTENTION_BYTES`]) and the Gaussian's work
+    /// ([`MAX_BLUR_OPS`]). Values that [`Self::validate`] accepts one by one (input 4096,
+    /// σ up to the input's side) together asked for 17 GB per head or 10¹² operations;
+    /// the error says the limit and what would fit.
+    pub fn check_cost(&self, patch_size: usize, heads: usize) -> Result<()> {
+        let bad = |m: String| Err(Error::Invalid(format!("detector config: {m}")));
+        let grid = (self.input_size / patch_size.max(1)) as u64;
+        let tokens = grid.saturating_mul(grid).saturating_add(1);
+        let attention = tokens
+            .saturating_mul(tokens)
+            .saturating_mul(heads as u64)
+            .saturating_mul(4);
+        if attention > MAX_ATTENTION_BYTES {
+            return bad(format!(
+                "input size {} gives {tokens} tokens, whose attention scores take {:.1} GB \
+                 per image ({heads} heads); the limit is {:.1} GB: choose a smaller input size",
+                self.input_size,
+                attention as f64 / 1e9,
+                MAX_ATTENTION_BYTES as f64 / 1e9
+            ));
+        }
+        let side = self.input_size as u64;
+        let taps = 2 * ((4.0 * self.effective_sigma() + 0.5) as u64) + 1;
+        let blur = side
+            .saturating_mul(side)
+            .saturating_mul(taps)
+            .saturating_mul(2);
+        if blur > MAX_BLUR_OPS {
+            return bad(format!(
+                "sigma {} at input size {} takes {blur} multiply-adds per image to blur; the \
+                 limit is {MAX_BLUR_OPS}: choose a smaller sigma",
+                self.sigma, self.input_size
+            ));
+        }
+        Ok(())
+    }
+
+    /// The σ the Gaussian uses: [`Self::sigma`], or 0 below [`MIN_SIGMA`].
+    pub fn effective_sigma(&self) -> f64 {
+        if self.sigma < MIN_SIGMA {
+            0.0
+        } else {
+            self.sigma
+        }
     }
 }

@@ -56,7 +56,9 @@ fn reflect(i: i64, n: i64) -> usize {
 /// Separable Gaussian blur of a `width × height` map, as
 /// `scipy.ndimage.gaussian_filter(map, sigma)` (the smoothing AnomalyCLIP applies).
 pub fn gaussian_blur(map: &[f32], width: usize, height: usize, sigma: f64) -> Vec<f32> {
-    if sigma <= 0.0 {
+    // Below MIN_SIGMA the kernel is a single 1 (and far below it `2σ²` underflows to a
+    // NaN kernel); a NaN σ blurs nothing either.
+    if sigma.is_nan() || sigma < super::config::MIN_SIGMA {
         return map.to_vec();
     }
     let k = kernel(sigma);

@@ -24,6 +24,7 @@ use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use super::DetectorConfig;
+use super::config::MAX_INPUT_SIZE;
 use crate::error::{Error, Result};
 use crate::head::BackboneId;
 use crate::tensor_io::read_weights;
@@ -152,10 +153,15 @@ impl MemoryMeta {
     /// Check the numbers before any tensor is made.
     fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Invalid(format!("reference memory: {m}")));
+        // The backbone's sizes first: `embed_dim` sizes every row (0 was a panic).
+        self.backbone.validate("reference memory")?;
         let p = self.backbone.patch_size;
-        if p == 0 || self.input_size == 0 || !self.input_size.is_multiple_of(p) {
+        if self.input_size == 0
+            || !self.input_size.is_multiple_of(p)
+            || self.input_size > MAX_INPUT_SIZE
+        {
             return bad(format!(
-                "input size {} is not a multiple of the patch size {p}",
+                "input size {} is not a multiple of the patch size {p} in 1..={MAX_INPUT_SIZE}",
                 self.input_size
             ));
         }
@@ -167,7 +173,7 @@ impl MemoryMeta {
         if self.taps.is_empty() || self.taps.len() > self.backbone.vision_layers {
             return bad(format!("taps {:?}", self.taps));
         }
-        let most = (grid * grid).saturating_mul(k);
+        let most = grid.saturating_mul(grid).saturating_mul(k);
         if self.rows.len() != self.taps.len() || self.rows.iter().any(|&r| r == 0 || r > most) {
             return bad(format!(
                 "tokens per tap {:?}, but {} taps of {k} images hold 1..={most} each",
@@ -186,7 +192,9 @@ impl MemoryMeta {
 
     /// The memory's size in bytes on the device (f32 tokens).
     pub fn bytes(&self) -> u64 {
-        self.rows.iter().sum::<usize>() as u64 * self.backbone.embed_dim as u64 * 4
+        let rows = (self.rows.iter()).fold(0u64, |a, &r| a.saturating_add(r as u64));
+        rows.saturating_mul(self.backbone.embed_dim as u64)
+            .saturating_mul(4)
     }
 }
 

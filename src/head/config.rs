@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::clip::Clip;
+use crate::clip::config::MAX_DIM;
+use crate::clip::{Clip, ClipConfig};
 use crate::error::{Error, Result};
 
 /// Identifies a backbone: its shapes, plus a hash of its patch-embedding weights rounded to
@@ -29,7 +30,30 @@ pub struct BackboneId {
 impl BackboneId {
     /// The identity of a loaded CLIP model.
     pub fn of(clip: &Clip) -> Self {
-        let c = &clip.config;
+        Self::from_config(&clip.config, clip.fingerprint.clone())
+    }
+
+    /// Check the sizes a file claims (`what`: a memory's backbone block) before they size
+    /// anything: each in `1..=`[`MAX_DIM`], as [`ClipConfig::validate`] allows.
+    pub fn validate(&self, what: &str) -> Result<()> {
+        let sizes = [
+            ("embed_dim", self.embed_dim),
+            ("vision_width", self.vision_width),
+            ("vision_layers", self.vision_layers),
+            ("patch_size", self.patch_size),
+            ("text_width", self.text_width),
+            ("text_layers", self.text_layers),
+        ];
+        match sizes.iter().find(|(_, v)| *v == 0 || *v > MAX_DIM) {
+            Some((name, v)) => Err(Error::Invalid(format!(
+                "{what}: backbone {name} {v} is out of range 1..={MAX_DIM}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The identity a CLIP config gives, with the weights' `fingerprint`.
+    pub fn from_config(c: &ClipConfig, fingerprint: String) -> Self {
         BackboneId {
             embed_dim: c.embed_dim,
             vision_width: c.vision.tower.width,
@@ -37,7 +61,7 @@ impl BackboneId {
             patch_size: c.vision.patch_size,
             text_width: c.text.tower.width,
             text_layers: c.text.tower.layers,
-            fingerprint: clip.fingerprint.clone(),
+            fingerprint,
         }
     }
 }
@@ -84,21 +108,30 @@ impl HeadConfig {
 
     /// The parameters a head of this shape has on a backbone of these sizes.
     pub fn parameter_count(&self, embed_dim: usize, text_width: usize, text_layers: usize) -> u64 {
+        // Saturating: a file's numbers reach here, and a count that wrapped would pass the
+        // size checks it feeds.
         let (d, wt) = (embed_dim as u64, text_width as u64);
-        let prompts = (2 * self.n_ctx as u64
-            + self.deep_len as u64 * self.deep_block_list(text_layers).len() as u64)
-            * wt;
+        let mul = u64::saturating_mul;
+        let deep = mul(
+            self.deep_len as u64,
+            self.deep_block_list(text_layers).len() as u64,
+        );
+        let prompts = mul(mul(2, self.n_ctx as u64).saturating_add(deep), wt);
         // Per level, two cross-attentions: two layer norms and four d×d linears each.
-        let bicmci = self.levels as u64 * 2 * (4 * d + 4 * (d * d + d));
+        let per_attention = mul(4, d).saturating_add(mul(4, mul(d, d).saturating_add(d)));
+        let bicmci = mul(mul(self.levels as u64, 2), per_attention);
         let r = d / (self.adapter_reduction.max(1) as u64);
-        let adapter = (d * r + r) + (r * r * 9 + r) + (r * d + d);
+        let adapter = [mul(d, r), r, mul(mul(r, r), 9), r, mul(r, d), d]
+            .into_iter()
+            .fold(0u64, u64::saturating_add);
         prompts.saturating_add(bicmci).saturating_add(adapter)
     }
 
     /// Check the config against the backbone's embedding width and text context.
     pub fn validate(&self, embed_dim: usize, context_length: usize) -> Result<()> {
         let bad = |m: String| Err(Error::Head(m));
-        if self.n_ctx == 0 || self.n_ctx + 8 > context_length {
+        // Saturating: `n_ctx + 8` from a file near usize::MAX would wrap and pass.
+        if self.n_ctx == 0 || self.n_ctx.saturating_add(8) > context_length {
             return bad(format!(
                 "n_ctx {} does not fit the context of {context_length}",
                 self.n_ctx

@@ -203,6 +203,7 @@ impl Trainer {
         }
         let c = clip.config.clone();
         detector.validate(c.vision.tower.layers, c.vision.patch_size)?;
+        detector.check_cost(c.vision.patch_size, c.vision.tower.heads)?;
         head_cfg.validate(c.embed_dim, c.text.context_length)?;
         check_levels(head_cfg.levels, &detector.taps)?;
         let mut clip = clip;

@@ -5,7 +5,7 @@ use super::dtype::{StoreDtype, convert_dtype};
 use super::manifest::{INT8_SCHEME, Manifest, Mode};
 use crate::clip::ClipConfig;
 use crate::detect::Detector;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// What a bundle says besides its weights.
 #[derive(Clone, Debug, Default)]
@@ -30,6 +30,12 @@ pub fn build(
     info: &BundleInfo,
 ) -> Result<(Manifest, ChunkFiles)> {
     let d = clip.embed_dim;
+    let threshold = info.threshold.unwrap_or(detector.threshold());
+    if !threshold.is_finite() {
+        return Err(Error::Invalid(format!(
+            "threshold {threshold} is not a finite number"
+        )));
+    }
     let text = crate::tensor_io::to_vec(detector.text_features().clone())?;
     let vision = convert_dtype(weights, dtype, crate::clip::is_vision_tensor)?;
     let mut parts = vec![chunk("vision", &vision)];
@@ -61,10 +67,12 @@ pub fn build(
         quantization: (dtype == StoreDtype::Int8).then(|| INT8_SCHEME.into()),
         clip: clip.clone(),
         backbone: detector.backbone().clone(),
-        threshold: info.threshold.unwrap_or(detector.threshold()),
+        threshold,
         detector: detector.config(),
         text_features: text.chunks(d).map(<[f32]>::to_vec).collect(),
         files,
     };
+    // What cannot be read back is never written: the reader's checks, on the JSON itself.
+    Manifest::from_json_str(&serde_json::to_string(&manifest)?)?;
     Ok((manifest, chunks))
 }

@@ -120,6 +120,19 @@ impl Manifest {
             )));
         }
         m.clip.validate()?;
+        // The backbone block sizes the head and the memories checked against it: it must
+        // describe the clip config it sits beside (the fingerprint is the weights' own).
+        let described = BackboneId::from_config(&m.clip, m.backbone.fingerprint.clone());
+        if m.backbone != described {
+            return Err(Error::Config(format!(
+                "the manifest's backbone ({:?}) does not describe its clip config ({:?})",
+                m.backbone, described
+            )));
+        }
+        m.detector
+            .validate(m.clip.vision.tower.layers, m.clip.vision.patch_size)?;
+        m.detector
+            .check_cost(m.clip.vision.patch_size, m.clip.vision.tower.heads)?;
         let d = m.clip.embed_dim;
         if m.text_features.len() != 2 || m.text_features.iter().any(|t| t.len() != d) {
             return Err(Error::Config(format!(
