@@ -80,6 +80,10 @@ pub enum Error {
     /// A request to the API made no sense (empty batch, tap out of range...).
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// The model gave NaN or infinity where a score or map was due: the weights (or a
+    /// head or memory) hold values that make no sense. Never a low score.
+    #[error("non-finite output: {0}")]
+    NonFinite(String),
     /// The asked-for compute backend is not in this build or has no usable device.
     #[error("backend unavailable: {0}")]
     BackendUnavailable(String),
@@ -136,6 +140,7 @@ impl Error {
             Error::TruncatedImage(_) => "truncated-image",
             Error::ImageTooLarge { .. } => "image-too-large",
             Error::Invalid(_) => "invalid",
+            Error::NonFinite(_) => "non-finite",
             Error::BackendUnavailable(_) => "backend-unavailable",
             Error::Backend { .. } => "backend",
         }

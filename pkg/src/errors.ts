@@ -65,6 +65,7 @@ const KINDS: Record<string, ErrorCode> = {
   'truncated-image': 'BAD_IMAGE',
   'image-too-large': 'IMAGE_TOO_LARGE',
   invalid: 'INVALID_ARGUMENT',
+  'non-finite': 'MODEL_INCOMPATIBLE',
   'backend-unavailable': 'WEBGPU_UNAVAILABLE',
   backend: 'INTERNAL',
 };

@@ -33,7 +33,7 @@ use crate::tensor_io::{to_vec, to_vec_async};
 pub use config::DetectorConfig;
 use head_file::{HeadMeta, check_levels, load_head_file};
 use memory::{FewShot, ReferenceMemory};
-pub use reference::MemoryOptions;
+pub use reference::{BATCH as MEMORY_BATCH, MemoryBuilder, MemoryOptions};
 pub use result::{AnomalyMap, Calibration, Detection, Timings};
 
 /// CLIP's usual prompt templates, used to wrap each knowledge text in training-free mode.
@@ -159,6 +159,7 @@ impl Detector {
         text: Tensor<2>,
     ) -> Result<Self> {
         config.validate(vision.blocks.len(), vision.patch_size)?;
+        config.check_cost(vision.patch_size, vision.heads())?;
         let [states, d] = text.dims();
         if states != 2 || d != vision.proj.dims()[1] {
             return Err(Error::Invalid(format!(
@@ -296,7 +297,7 @@ impl Detector {
         let run = self.forward(images, true)?;
         let probs = to_vec(run.probs.clone())?;
         let maps = to_vec(run.maps.clone())?;
-        Ok(self.finish(run, &probs, &maps))
+        self.finish(run, &probs, &maps)
     }
 
     /// [`Self::detect_batch`] with asynchronous read-back, which WebGPU requires (a
@@ -309,7 +310,7 @@ impl Detector {
         let run = self.forward(images, false)?;
         let probs = to_vec_async(run.probs.clone()).await?;
         let maps = to_vec_async(run.maps.clone()).await?;
-        Ok(self.finish(run, &probs, &maps))
+        self.finish(run, &probs, &maps)
     }
 
     /// Pre-processing and the forward pass, queued on the device. With `sync` the device is
@@ -370,7 +371,9 @@ impl Detector {
     }
 
     /// Smoothing, scores and maps back at the original size, from the read-back values.
-    fn finish(&self, run: Run, probs: &[f32], maps: &[f32]) -> Vec<Detection> {
+    /// A NaN or infinity in an image's probability or map is an error
+    /// ([`Error::NonFinite`]): a maximum would skip a NaN and call the image normal.
+    fn finish(&self, run: Run, probs: &[f32], maps: &[f32]) -> Result<Vec<Detection>> {
         let t3 = Instant::now();
         let size = self.config.input_size;
         let taps = self.config.taps.len() as f32;
@@ -379,10 +382,18 @@ impl Detector {
         let mut out = Vec::with_capacity(run.geometry.len());
         for (i, g) in run.geometry.iter().enumerate() {
             let raw = &maps[i * size * size..(i + 1) * size * size];
+            let p = probs[i * 2 + 1];
+            if !p.is_finite() || raw.iter().any(|v| !v.is_finite()) {
+                return Err(Error::NonFinite(format!(
+                    "image {} of the batch got a NaN or infinite {} (the weights, head or \
+                     reference memory hold values that make no sense)",
+                    i + 1,
+                    if p.is_finite() { "map" } else { "score" }
+                )));
+            }
             let mut smooth = maps::gaussian_blur(raw, size, size, self.config.sigma);
             smooth.iter_mut().for_each(|v| *v /= taps);
             let map_max = smooth.iter().copied().fold(f32::MIN, f32::max);
-            let p = probs[i * 2 + 1];
             let score = w * p + (1.0 - w) * map_max;
             let values = maps::to_original(&smooth, g);
             out.push(Detection {
@@ -409,7 +420,7 @@ impl Detector {
             postprocess_ms: ms(t3, t4),
         };
         out.iter_mut().for_each(|d| d.timings = timings);
-        out
+        Ok(out)
     }
 
     /// Set the threshold from images known to be normal, and return what was measured.

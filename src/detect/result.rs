@@ -14,9 +14,16 @@ pub struct AnomalyMap {
 }
 
 impl AnomalyMap {
-    /// The largest value (0 for an empty map).
+    /// The largest value (0 for an empty map; NaN if any value is NaN, which
+    /// `f32::max` alone would skip).
     pub fn max(&self) -> f32 {
-        self.values.iter().copied().fold(0.0, f32::max)
+        self.values.iter().copied().fold(0.0, |m, v| {
+            if m.is_nan() || v.is_nan() {
+                f32::NAN
+            } else {
+                m.max(v)
+            }
+        })
     }
 }
 

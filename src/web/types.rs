@@ -88,7 +88,7 @@ impl From<&Error> for JsError {
 }
 
 /// Every kind [`Error::kind`] can return.
-pub const ERROR_KINDS: [&str; 17] = [
+pub const ERROR_KINDS: [&str; 18] = [
     "io",
     "in-file",
     "json",
@@ -104,6 +104,7 @@ pub const ERROR_KINDS: [&str; 17] = [
     "truncated-image",
     "image-too-large",
     "invalid",
+    "non-finite",
     "backend-unavailable",
     "backend",
 ];

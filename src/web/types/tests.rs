@@ -154,6 +154,7 @@ fn every_error_kind_has_a_typescript_code() {
             limit: 0,
         },
         Error::Invalid(String::new()),
+        Error::NonFinite(String::new()),
         Error::BackendUnavailable(String::new()),
         Error::backend("x", "y"),
     ];
