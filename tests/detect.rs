@@ -46,10 +46,13 @@ fn check(
     let got = detector.detect_batch(imgs).unwrap();
     let mut e_score: f32 = 0.0;
     let mut e_map: f32 = 0.0;
-    for (d, w) in got.iter().zip(want["results"].as_array().unwrap()) {
-        e_score = e_score.max((d.score - w["score"].as_f64().unwrap() as f32).abs());
-        e_score = e_score
-            .max((d.global_probability - w["global_probability"].as_f64().unwrap() as f32).abs());
+    for (d, w) in common::zip_eq(&got, want["results"].as_array().unwrap()) {
+        let want = |k: &str| w[k].as_f64().unwrap() as f32;
+        e_score = e_score.max(common::abs_err(d.score, want("score")));
+        e_score = e_score.max(common::abs_err(
+            d.global_probability,
+            want("global_probability"),
+        ));
         e_map = e_map.max(max_abs_diff(&d.map.values, &flatten(&w["map"])));
         assert_eq!((d.map.width, d.map.height), (32, 32));
     }
@@ -148,6 +151,14 @@ fn gaussian_matches_hand_computed_values() {
     edge[0] = 1.0;
     let total: f32 = maps::gaussian_blur(&edge, n, n, 2.0).iter().sum();
     assert!((total - 1.0).abs() < 1e-5);
+    // A σ so small that 2σ² underflows made the kernel 0/0 = NaN, and every map NaN; below
+    // MIN_SIGMA the blur is the identity (the kernel's outer taps are below e⁻⁵⁰⁰⁰⁰).
+    for sigma in [1e-30, 1e-200, 5e-3, f64::MIN_POSITIVE] {
+        assert_eq!(maps::gaussian_blur(&m, n, n, sigma), m, "sigma {sigma}");
+    }
+    let just_above = maps::gaussian_blur(&m, n, n, kanoclip::detect::config::MIN_SIGMA);
+    assert!(just_above.iter().all(|v| v.is_finite()));
+    assert!((just_above[c * n + c] - 1.0).abs() < 1e-6);
 }
 
 #[test]

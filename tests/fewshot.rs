@@ -78,12 +78,9 @@ fn memory_few_shot_map_and_fusion_match_the_reference() {
                     .iter()
                     .map(flatten)
                     .collect();
-                let e_mem = memory
-                    .tokens()
-                    .iter()
-                    .zip(&want)
-                    .map(|(g, w)| max_abs_diff(g, w))
-                    .fold(0.0, f32::max);
+                let e_mem = common::max_err(
+                    common::zip_eq(memory.tokens(), &want).map(|(g, w)| max_abs_diff(g, w)),
+                );
                 let e_scale = (memory.meta().scale - case["scale"].as_f64().unwrap()).abs() as f32;
                 // λ = 1 without normalisation: the few-shot map alone.
                 let alone = FewShot {
@@ -93,11 +90,10 @@ fn memory_few_shot_map_and_fusion_match_the_reference() {
                 let memory = Arc::new(memory);
                 detector.set_memory(memory.clone(), alone).unwrap();
                 let got = detector.detect_batch(&queries).unwrap();
-                let e_few = got
-                    .iter()
-                    .zip(case["few_shot_maps"].as_array().unwrap())
-                    .map(|(d, w)| max_abs_diff(&d.map.values, &flatten(w)))
-                    .fold(0.0, f32::max);
+                let e_few = common::max_err(
+                    common::zip_eq(&got, case["few_shot_maps"].as_array().unwrap())
+                        .map(|(d, w)| max_abs_diff(&d.map.values, &flatten(w))),
+                );
                 // The case's own fusion.
                 let fusion = FewShot {
                     weight: case["weight"].as_f64().unwrap(),
@@ -106,9 +102,10 @@ fn memory_few_shot_map_and_fusion_match_the_reference() {
                 detector.set_few_shot(fusion).unwrap();
                 let got = detector.detect_batch(&queries).unwrap();
                 let (mut e_map, mut e_score) = (0.0f32, 0.0f32);
-                for (d, w) in got.iter().zip(case["fused"][mode].as_array().unwrap()) {
+                for (d, w) in common::zip_eq(&got, case["fused"][mode].as_array().unwrap()) {
                     e_map = e_map.max(max_abs_diff(&d.map.values, &flatten(&w["map"])));
-                    e_score = e_score.max((d.score - w["score"].as_f64().unwrap() as f32).abs());
+                    let want = w["score"].as_f64().unwrap() as f32;
+                    e_score = e_score.max(common::abs_err(d.score, want));
                 }
                 let line = format!(
                     "{kind} {mode:<14} k={k}: memory {e_mem:.1e} scale {e_scale:.1e} \
@@ -127,7 +124,7 @@ fn memory_few_shot_map_and_fusion_match_the_reference() {
                 assert_eq!(back.meta(), memory.meta());
                 detector.set_memory(back, fusion).unwrap();
                 let again = detector.detect_batch(&queries).unwrap();
-                for (a, b) in again.iter().zip(&got) {
+                for (a, b) in common::zip_eq(&again, &got) {
                     assert!(max_abs_diff(&a.map.values, &b.map.values) <= 1e-6);
                 }
                 detector.clear_memory();
@@ -183,7 +180,7 @@ fn coreset_reduces_the_memory_and_keeps_its_tokens() {
     );
     // Every kept token is one of the full memory's rows.
     let d = 32;
-    for (s, f) in small.tokens().iter().zip(full.tokens()) {
+    for (s, f) in common::zip_eq(small.tokens(), full.tokens()) {
         for row in s.chunks_exact(d) {
             assert!(f.chunks_exact(d).any(|r| r == row));
         }
@@ -198,14 +195,8 @@ fn coreset_reduces_the_memory_and_keeps_its_tokens() {
     let a = detector.detect_batch(&queries).unwrap();
     detector.set_memory(small, alone).unwrap();
     let b = detector.detect_batch(&queries).unwrap();
-    for (x, y) in a.iter().zip(&b) {
-        assert!(
-            x.map
-                .values
-                .iter()
-                .zip(&y.map.values)
-                .all(|(p, q)| *q >= p - 1e-6)
-        );
+    for (x, y) in common::zip_eq(&a, &b) {
+        assert!(common::zip_eq(&x.map.values, &y.map.values).all(|(p, q)| *q >= p - 1e-6));
     }
 }
 

@@ -99,15 +99,12 @@ fn head_diff(a: &Path, b: &Path) -> f32 {
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect()
     };
-    names
-        .iter()
-        .map(|n| {
-            common::max_abs_diff(
-                &f(a.tensor(n).unwrap().data()),
-                &f(b.tensor(n).unwrap().data()),
-            )
-        })
-        .fold(0.0, f32::max)
+    common::max_err(names.iter().map(|n| {
+        common::max_abs_diff(
+            &f(a.tensor(n).unwrap().data()),
+            &f(b.tensor(n).unwrap().data()),
+        )
+    }))
 }
 
 /// Two JSON-lines logs agree line by line: the same epochs and steps, losses within `tol`

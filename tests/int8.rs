@@ -83,15 +83,11 @@ fn detect(m: &Manifest, chunks: &ChunkFiles, dev: &burn::prelude::Device) -> Vec
 fn deltas(a: &[Detection], b: &[Detection]) -> (f32, f32, f32, f32) {
     let mut score = (0.0f32, 0.0f32);
     let mut map = (0.0f32, 0.0f64, 0usize);
-    for (x, y) in a.iter().zip(b) {
-        let ds = (x.score - y.score).abs();
+    for (x, y) in common::zip_eq(a, b) {
+        let ds = common::abs_err(x.score, y.score);
         score = (score.0.max(ds), score.1 + ds / a.len() as f32);
         map.0 = map.0.max(max_abs_diff(&x.map.values, &y.map.values));
-        map.1 += x
-            .map
-            .values
-            .iter()
-            .zip(&y.map.values)
+        map.1 += common::zip_eq(&x.map.values, &y.map.values)
             .map(|(p, q)| f64::from((p - q).abs()))
             .sum::<f64>();
         map.2 += x.map.values.len();

@@ -32,12 +32,39 @@ pub fn backends() -> Vec<(BackendKind, Device)> {
     out
 }
 
+/// The largest element-wise difference. Lengths must agree, and a NaN or infinity on
+/// either side fails the test: `f32::max` skips NaN, so a check on output that is partly
+/// NaN would otherwise pass.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    if let Some(i) = (0..a.len()).find(|&i| !a[i].is_finite() || !b[i].is_finite()) {
+        panic!("non-finite value at {i}: {} vs {}", a[i], b[i]);
+    }
+    max_err(a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+}
+
+/// `|a − b|`; a NaN or infinity on either side fails the test (`e.max(NaN)` is `e`).
+pub fn abs_err(a: f32, b: f32) -> f32 {
+    assert!(a.is_finite() && b.is_finite(), "non-finite: {a} vs {b}");
+    (a - b).abs()
+}
+
+/// The largest of some errors (0 for none); a NaN fails the test.
+pub fn max_err(errors: impl IntoIterator<Item = f32>) -> f32 {
+    errors.into_iter().fold(0.0, |m, e| {
+        assert!(!e.is_nan(), "a NaN error");
+        m.max(e)
+    })
+}
+
+/// `a` and `b` side by side; their lengths must agree (`zip` alone stops at the shorter,
+/// and a result with fewer items would be checked only as far as it goes).
+pub fn zip_eq<'a, A, B>(
+    a: &'a [A],
+    b: &'a [B],
+) -> std::iter::Zip<std::slice::Iter<'a, A>, std::slice::Iter<'a, B>> {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b)
 }
 
 pub fn flatten(v: &serde_json::Value) -> Vec<f32> {
