@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::inputs::{collect, is_image_name};
 use super::model::ModelArgs;
 use crate::detect::memory::{FewShot, ReferenceImage, ReferenceMemory};
-use crate::detect::{Detector, MemoryOptions};
+use crate::detect::{Detector, MEMORY_BATCH, MemoryOptions};
 use crate::{Error, Result, atomic};
 
 /// Few-shot options shared by `detect` and `reference build`.
@@ -74,6 +74,10 @@ pub enum ReferenceCommand {
 
 #[derive(Args)]
 pub struct BuildArgs {
+    /// Known-good images, files or folders (searched recursively); the same as
+    /// `--reference`, which may name more.
+    #[arg(value_name = "IMAGES")]
+    images: Vec<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
@@ -95,7 +99,9 @@ pub fn run(command: ReferenceCommand) -> Result<()> {
                 max_rows: args.max_rows.map(|r| r as usize),
                 seed: args.references.seed,
             };
-            let (memory, skipped) = build(&detector, &args.references, options)?;
+            let mut references = args.references.clone();
+            references.reference.extend(args.images);
+            let (memory, skipped) = build(&detector, &references, options)?;
             report_skipped(&skipped);
             atomic::write(&args.out, &memory.to_bytes()?)?;
             let m = memory.meta();
@@ -148,37 +154,41 @@ pub fn pick(args: &ReferenceArgs) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Decode the references (each named and skipped if it fails) and build the memory.
+/// Decode the references (each named and skipped if it fails) and build the memory,
+/// [`MEMORY_BATCH`] files at a time: no more decoded images are held than one forward pass takes.
 pub fn build(
     detector: &Detector,
     args: &ReferenceArgs,
     options: MemoryOptions,
 ) -> Result<(ReferenceMemory, Vec<Skipped>)> {
     let files = pick(args)?;
-    let mut images: Vec<DynamicImage> = Vec::with_capacity(files.len());
-    let mut sources = Vec::with_capacity(files.len());
+    let mut builder = detector.memory_builder();
     let mut skipped = Vec::new();
-    for file in &files {
-        match ReferenceImage::read(file) {
-            Ok((image, record)) => {
-                images.push(image);
-                sources.push(record);
+    for chunk in files.chunks(MEMORY_BATCH) {
+        let mut images: Vec<DynamicImage> = Vec::with_capacity(chunk.len());
+        let mut sources = Vec::with_capacity(chunk.len());
+        for file in chunk {
+            match ReferenceImage::read(file) {
+                Ok((image, record)) => {
+                    images.push(image);
+                    sources.push(record);
+                }
+                Err(e) => skipped.push(Skipped {
+                    file: file.display().to_string(),
+                    error: e.to_string(),
+                }),
             }
-            Err(e) => skipped.push(Skipped {
-                file: file.display().to_string(),
-                error: e.to_string(),
-            }),
         }
+        builder.add(&images, sources)?;
     }
-    if images.is_empty() {
+    if builder.is_empty() {
         report_skipped(&skipped);
         return Err(Error::Invalid(format!(
             "none of the {} reference images could be read",
             files.len()
         )));
     }
-    let memory = detector.build_memory(&images, sources, options)?;
-    Ok((memory, skipped))
+    Ok((builder.finish(options)?, skipped))
 }
 
 impl FewShotArgs {

@@ -18,7 +18,7 @@ use crate::head::prompts::l2_normalize;
 use crate::tensor_io::{to_vec, to_vec_async};
 
 /// Images per forward pass while building a memory.
-const BATCH: usize = 8;
+pub const BATCH: usize = 8;
 
 /// How a memory is built.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -34,6 +34,91 @@ pub struct MemoryOptions {
 struct Pending {
     taps: Vec<Tensor<2>>,
     loo: Tensor<1>,
+}
+
+/// A memory built a few references at a time ([`Detector::memory_builder`]): only the
+/// tokens stay, on the device, so a caller that decodes [`BATCH`] images, adds them and
+/// drops them holds no more decoded images than that, however many references there are.
+pub struct MemoryBuilder<'a> {
+    detector: &'a Detector,
+    per_tap: Vec<Vec<Tensor<2>>>,
+    sources: Vec<ReferenceImage>,
+}
+
+impl<'a> MemoryBuilder<'a> {
+    /// Add known-good images (`sources` names each), [`BATCH`] per forward pass.
+    pub fn add(&mut self, images: &[DynamicImage], sources: Vec<ReferenceImage>) -> Result<()> {
+        if sources.len() != images.len() {
+            return Err(Error::Invalid(format!(
+                "{} reference names for {} images",
+                sources.len(),
+                images.len()
+            )));
+        }
+        let d = self.detector;
+        let device = d.device();
+        let size = d.config.input_size;
+        let n = (size / d.vision.patch_size).pow(2);
+        let vv = VvOptions {
+            vv_from: Some(d.config.vv_from),
+            taps: d.config.taps.clone(),
+        };
+        for chunk in images.chunks(BATCH) {
+            let (batch, _) = image_batch(chunk, size, &device)?;
+            let out = d.vision.forward(batch, d.pos.clone(), &vv);
+            for (acc, tap) in self.per_tap.iter_mut().zip(out.taps) {
+                let [b, _, dim] = tap.dims();
+                acc.push(l2_normalize(tap.narrow(1, 1, n)).reshape([b * n, dim]));
+            }
+        }
+        self.sources.extend(sources);
+        Ok(())
+    }
+
+    /// The references added so far.
+    pub fn len(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// Whether none was added.
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+
+    /// The memory of every image added (at least one).
+    pub fn finish(self, options: MemoryOptions) -> Result<ReferenceMemory> {
+        let (detector, sources, pending) = self.pending()?;
+        let host = (pending.taps.into_iter().map(to_vec)).collect::<Result<Vec<_>>>()?;
+        let loo = to_vec(pending.loo)?;
+        detector.finish_memory(host, &loo, sources, options)
+    }
+
+    /// [`Self::finish`] with asynchronous read-back (WebGPU's requirement).
+    pub async fn finish_async(self, options: MemoryOptions) -> Result<ReferenceMemory> {
+        let (detector, sources, pending) = self.pending()?;
+        let mut host = Vec::with_capacity(pending.taps.len());
+        for t in pending.taps {
+            host.push(to_vec_async(t).await?);
+        }
+        let loo = to_vec_async(pending.loo).await?;
+        detector.finish_memory(host, &loo, sources, options)
+    }
+
+    fn pending(self) -> Result<(&'a Detector, Vec<ReferenceImage>, Pending)> {
+        if self.sources.is_empty() {
+            return Err(Error::Invalid(
+                "a reference memory needs at least one known-good image".into(),
+            ));
+        }
+        let d = self.detector;
+        let n = (d.config.input_size / d.vision.patch_size).pow(2);
+        let taps: Vec<Tensor<2>> = (self.per_tap.into_iter())
+            .map(|t| Tensor::cat(t, 0))
+            .collect();
+        let loo = leave_one_out(&taps, self.sources.len(), n)
+            .ok_or_else(|| Error::Invalid("no taps".into()))?;
+        Ok((d, self.sources, Pending { taps, loo }))
+    }
 }
 
 impl Detector {
@@ -83,6 +168,16 @@ impl Detector {
         *self.few_shot.write().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
+    /// A memory built a few references at a time, with the same forward as detection
+    /// (spec §10); see [`MemoryBuilder`].
+    pub fn memory_builder(&self) -> MemoryBuilder<'_> {
+        MemoryBuilder {
+            detector: self,
+            per_tap: vec![Vec::new(); self.config.taps.len()],
+            sources: Vec::new(),
+        }
+    }
+
     /// Build a reference memory from known-good images (spec §10), with the same forward
     /// as detection, [`BATCH`] images at a time. `sources` names each image (and its
     /// bytes' SHA-256) for the memory file. At least one image is needed.
@@ -92,14 +187,9 @@ impl Detector {
         sources: Vec<ReferenceImage>,
         options: MemoryOptions,
     ) -> Result<ReferenceMemory> {
-        let pending = self.pending_memory(images, &sources)?;
-        let host = pending
-            .taps
-            .into_iter()
-            .map(to_vec)
-            .collect::<Result<Vec<_>>>()?;
-        let loo = to_vec(pending.loo)?;
-        self.finish_memory(host, &loo, sources, options)
+        let mut b = self.memory_builder();
+        b.add(images, sources)?;
+        b.finish(options)
     }
 
     /// [`Self::build_memory`] with asynchronous read-back (WebGPU's requirement).
@@ -109,52 +199,9 @@ impl Detector {
         sources: Vec<ReferenceImage>,
         options: MemoryOptions,
     ) -> Result<ReferenceMemory> {
-        let pending = self.pending_memory(images, &sources)?;
-        let mut host = Vec::with_capacity(pending.taps.len());
-        for t in pending.taps {
-            host.push(to_vec_async(t).await?);
-        }
-        let loo = to_vec_async(pending.loo).await?;
-        self.finish_memory(host, &loo, sources, options)
-    }
-
-    fn pending_memory(
-        &self,
-        images: &[DynamicImage],
-        sources: &[ReferenceImage],
-    ) -> Result<Pending> {
-        if images.is_empty() {
-            return Err(Error::Invalid(
-                "a reference memory needs at least one known-good image".into(),
-            ));
-        }
-        if sources.len() != images.len() {
-            return Err(Error::Invalid(format!(
-                "{} reference names for {} images",
-                sources.len(),
-                images.len()
-            )));
-        }
-        let device = self.device();
-        let size = self.config.input_size;
-        let n = (size / self.vision.patch_size).pow(2);
-        let vv = VvOptions {
-            vv_from: Some(self.config.vv_from),
-            taps: self.config.taps.clone(),
-        };
-        let mut per_tap: Vec<Vec<Tensor<2>>> = vec![Vec::new(); self.config.taps.len()];
-        for chunk in images.chunks(BATCH) {
-            let (batch, _) = image_batch(chunk, size, &device)?;
-            let out = self.vision.forward(batch, self.pos.clone(), &vv);
-            for (acc, tap) in per_tap.iter_mut().zip(out.taps) {
-                let [b, _, d] = tap.dims();
-                acc.push(l2_normalize(tap.narrow(1, 1, n)).reshape([b * n, d]));
-            }
-        }
-        let taps: Vec<Tensor<2>> = per_tap.into_iter().map(|t| Tensor::cat(t, 0)).collect();
-        let loo = leave_one_out(&taps, images.len(), n)
-            .ok_or_else(|| Error::Invalid("no taps".into()))?;
-        Ok(Pending { taps, loo })
+        let mut b = self.memory_builder();
+        b.add(images, sources)?;
+        b.finish_async(options).await
     }
 
     fn finish_memory(
