@@ -1,9 +1,13 @@
 //! Atomic file output: write a temporary file beside the target, sync it, rename it over
-//! the target. A crash, a full disk or an error leaves either the old file or none, never a
-//! half-written one.
+//! the target, sync the folder. A crash, a full disk or an error leaves either the old file
+//! or none, never a half-written one. The temporary file gets a fresh random name and is
+//! created exclusively (`create_new`, O_EXCL): a file or symlink planted at a name an
+//! attacker could guess is never followed, and two writers never share a temporary file.
+//! (`tempfile` does the same; as a dependency it changed the features of crates the GPU
+//! stack shares and rebuilt all of it, for these few lines.)
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
@@ -25,21 +29,49 @@ pub fn write_with(
     let name = path
         .file_name()
         .ok_or_else(|| Error::Invalid(format!("{} is not a file path", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        fill(&mut f)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
+    let (tmp, file) = create_temporary(dir, &name.to_string_lossy())?;
+    // The file is closed when `written` returns, before the rename.
+    let written = |mut file: std::fs::File| -> std::io::Result<()> {
+        fill(&mut file)?;
+        file.sync_all()
+    };
+    let result = written(file)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .and_then(|()| sync_dir(dir));
     result.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
     })
+}
+
+/// A new file `.NAME.RANDOM.tmp` in `dir`, created exclusively: an existing file or
+/// symlink of that name is an error (and another name is tried), never opened.
+fn create_temporary(dir: &Path, name: &str) -> Result<(PathBuf, std::fs::File)> {
+    let mut last = None;
+    for _ in 0..16 {
+        let tmp = dir.join(format!(".{name}.{:016x}.tmp", fastrand::u64(..)));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(Error::io(&tmp, e)),
+        }
+    }
+    let e = last.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AlreadyExists));
+    Err(Error::io(dir, e))
+}
+
+/// Make a rename in `dir` durable (POSIX: the new entry is only on disk once the folder
+/// is synced). Elsewhere the rename is as durable as the platform makes it.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -66,6 +98,33 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(left.len(), 1, "no temporary file left: {left:?}");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// A symlink planted at the temporary name the old code used (`.NAME.tmp-PID`) is not
+    /// followed, and writers racing on one path each leave a whole file.
+    #[cfg(unix)]
+    #[test]
+    fn planted_links_are_not_followed_and_racing_writers_leave_whole_files() {
+        let dir = std::env::temp_dir().join(format!("kanoclip-atomic-l-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        let path = dir.join("report.json");
+        let planted = dir.join(format!(".report.json.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        write(&path, b"the report").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        assert_eq!(std::fs::read(&path).unwrap(), b"the report");
+        let contents: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 1 << 16]).collect();
+        std::thread::scope(|s| {
+            for c in &contents {
+                let path = &path;
+                s.spawn(move || write(path, c).unwrap());
+            }
+        });
+        assert!(contents.contains(&std::fs::read(&path).unwrap()));
         std::fs::remove_dir_all(dir).ok();
     }
 }
