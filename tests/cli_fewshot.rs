@@ -272,3 +272,102 @@ fn eval_with_shots_reports_the_mean_and_spread_over_seeds() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("3 normal training images"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The folder layout (`normal/`, `abnormal/`, `masks/`) has no training split: `--shots K`
+/// draws the references from `normal/`, scores the rest, and says so in `metrics.json`.
+#[test]
+fn eval_with_shots_on_the_folder_layout_draws_from_normal() {
+    let dir = scratch("eval-folder");
+    let data = dir.join("mvtec");
+    let synth = kanoclip(&[
+        "synth",
+        "--out",
+        data.to_str().unwrap(),
+        "--size",
+        "32",
+        "--train-good",
+        "3",
+        "--test-good",
+        "2",
+        "--per-defect",
+        "1",
+    ]);
+    ok(&synth);
+    // One category, re-laid as a folder: 5 normal images, the defects with their masks.
+    let cat = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap();
+    let folder = dir.join("folder");
+    for sub in ["normal", "abnormal", "masks"] {
+        std::fs::create_dir_all(folder.join(sub)).unwrap();
+    }
+    let files = |p: PathBuf| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    };
+    for (split, prefix) in [("train", "train"), ("test", "test")] {
+        for f in files(cat.join(split).join("good")) {
+            let name = format!("{prefix}_{}", f.file_name().unwrap().to_str().unwrap());
+            std::fs::copy(&f, folder.join("normal").join(name)).unwrap();
+        }
+    }
+    let mut abnormal = 0;
+    for kind in files(cat.join("test")) {
+        let kind_name = kind.file_name().unwrap().to_str().unwrap().to_string();
+        if kind_name == "good" {
+            continue;
+        }
+        for f in files(kind.clone()) {
+            let stem = f.file_stem().unwrap().to_str().unwrap();
+            let name = format!("{kind_name}_{stem}");
+            std::fs::copy(&f, folder.join("abnormal").join(format!("{name}.png"))).unwrap();
+            let mask = cat
+                .join("ground_truth")
+                .join(&kind_name)
+                .join(format!("{stem}_mask.png"));
+            std::fs::copy(mask, folder.join("masks").join(format!("{name}_mask.png"))).unwrap();
+            abnormal += 1;
+        }
+    }
+    let out = dir.join("metrics");
+    let mut args = vec![
+        "eval".into(),
+        "--data".into(),
+        s(&folder),
+        "--format".into(),
+        "folder".into(),
+        "--out".into(),
+        s(&out),
+    ];
+    args.extend(model_args());
+    let mut few = args.clone();
+    few.extend(["--shots".into(), "2".into(), "--seeds".into(), "2".into()]);
+    ok(&run(&few));
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    let references = metrics["few_shot"]["references"].as_str().unwrap();
+    assert!(references.starts_with("test:"), "{references}");
+    // Each seed scores the 3 normal images that are not its references, and every defect.
+    let runs: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("few_shot.json")).unwrap()).unwrap();
+    for r in runs["runs"].as_array().unwrap() {
+        assert_eq!(r["mean"]["images"], 3 + abnormal, "{r}");
+        assert_eq!(r["mean"]["anomalous"], abnormal, "{r}");
+    }
+    // Five normal images: five references would leave none to score.
+    let mut too_many = args.clone();
+    too_many.extend(["--shots".into(), "5".into()]);
+    let o = run(&too_many);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("5 normal images"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

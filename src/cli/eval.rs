@@ -68,6 +68,7 @@ fn write_outputs(
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let summary = few_shot.map(|f| {
         serde_json::json!({"shots": f.shots, "seeds": f.seeds, "weight": f.weight, "std": f.std,
+            "references": f.references,
             "note": "metrics are means over the seeds; every run is in few_shot.json"})
     });
     let json = serde_json::to_vec_pretty(&serde_json::json!({
