@@ -4,7 +4,21 @@ import { createDetector } from './kanoclip-wasm/dist/index.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-const MODEL = params.get('model') || 'model/manifest.json';
+
+/**
+ * The bundle to load: `?model=` (default `model/manifest.json`), on this page's origin, or on
+ * one the page lists in `<meta name="kanoclip-model-origins" content="https://a.example …">`.
+ * A link to the page must not make it run a stranger's model on the user's images.
+ */
+function modelUrl() {
+  const url = new URL(params.get('model') || 'model/manifest.json', location.href);
+  const listed = document.querySelector('meta[name="kanoclip-model-origins"]')?.content ?? '';
+  if (url.origin === location.origin || listed.split(/\s+/).includes(url.origin)) return url.href;
+  throw new Error(
+    `?model= points at another origin (${url.origin}); this page loads bundles from its own ` +
+      'origin only, unless it lists others in <meta name="kanoclip-model-origins">',
+  );
+}
 const SAMPLES = ['good', 'crack', 'colour'].map((n) => `samples/hazelnut_toy/${n}.jpg`);
 // Ground-truth masks of the samples that have a defect.
 const MASKS = { crack: 'samples/hazelnut_toy/crack_mask.jpg', colour: 'samples/hazelnut_toy/colour_mask.jpg' };
@@ -59,7 +73,7 @@ async function load(backend) {
   $('progress-label').textContent = 'Loading the model…';
   const t0 = performance.now();
   detector = await createDetector({
-    weights: MODEL,
+    weights: modelUrl(),
     backend,
     stats: params.has('stats'),
     onProgress: (p) => {

@@ -59,6 +59,22 @@ enum Failure {
     Fatal(String),
 }
 
+/// Whether `url`'s host is this machine: `localhost`, or a loopback address (127.0.0.0/8,
+/// ::1). A host that only starts like one (`127.0.0.1.example.com`) is not.
+fn is_loopback(url: &str) -> bool {
+    let Ok(uri) = url.parse::<ureq::http::Uri>() else {
+        return false;
+    };
+    let Some(host) = uri.host() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl ChatClient {
     /// A client for `opts` (checked).
     pub fn new(opts: ChatOptions) -> Result<Self> {
@@ -85,6 +101,13 @@ impl ChatClient {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(Error::Invalid(format!(
                 "endpoint {base:?} is not an http(s) URL"
+            )));
+        }
+        if opts.api_key.is_some() && base.starts_with("http://") && !is_loopback(base) {
+            return Err(Error::Invalid(format!(
+                "endpoint {base:?} is plain http:// to another machine: the API key would \
+                 cross the network unencrypted; use https://, or http:// to this machine \
+                 (localhost, 127.0.0.1, ::1)"
             )));
         }
         let url = if base.ends_with("/chat/completions") {
@@ -319,6 +342,40 @@ mod tests {
                 Box::new(|o| o.backoff = Duration::from_secs(u64::MAX)),
             ),
         ];
+        // An API key goes over plain http:// only to this machine.
+        let keyed = |url: &str| {
+            ChatClient::new(ChatOptions {
+                endpoint: url.into(),
+                api_key: Some("sk-secret".into()),
+                ..ok()
+            })
+        };
+        for url in [
+            "http://localhost:8080/v1",
+            "http://127.0.0.1:9/v1",
+            "http://127.3.4.5/v1",
+            "http://[::1]:8000/v1",
+            "https://api.example.com/v1",
+        ] {
+            assert!(keyed(url).is_ok(), "{url}");
+        }
+        for url in [
+            "http://api.example.com/v1",
+            "http://127.0.0.1.example.com/v1",
+            "http://10.0.0.2:8000/v1",
+            "http://localhost.example.com/v1",
+            "http://user@/v1",
+        ] {
+            match keyed(url) {
+                Err(Error::Invalid(m)) => assert!(m.contains("unencrypted"), "{url}: {m}"),
+                other => panic!("{url}: want the key refused, got {:?}", other.err()),
+            }
+            let no_key = ChatOptions {
+                endpoint: url.into(),
+                ..ok()
+            };
+            assert!(ChatClient::new(no_key).is_ok(), "{url} without a key");
+        }
         for (want, edit) in bad {
             let mut o = ok();
             edit(&mut o);

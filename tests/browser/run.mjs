@@ -346,6 +346,25 @@ await test('without WebGPU: backend webgpu is refused with WEBGPU_UNAVAILABLE, a
   }
 });
 
+await test('?model= on another origin is refused before any request; on this origin it loads', async () => {
+  for (const model of ['https://evil.example/manifest.json', '//evil.example/m.json']) {
+    const page = await ctx.newPage();
+    const foreign = [];
+    page.on('request', (r) => {
+      if (new URL(r.url()).origin !== origin) foreign.push(r.url());
+    });
+    await page.goto(`${origin}/?backend=cpu&model=${encodeURIComponent(model)}`);
+    const err = await page.evaluate(() => window.kanoclipDemo.ready.then(() => null, (e) => e.message));
+    assert(err?.includes('another origin'), `${model} accepted (${err})`);
+    assert((await page.textContent('#error')).includes('another origin'), 'the page says why');
+    assert(foreign.length === 0, `requests to another origin: ${foreign}`);
+    await page.close();
+  }
+  const { page, errors } = await openDemo(ctx, origin, { model: `${origin}/model/manifest.json` });
+  assert(errors.length === 0, errors.join('; '));
+  await page.close();
+});
+
 await test('bad files each show an error and the page keeps working', async () => {
   const { page } = await openDemo(ctx, origin);
   const dir = mkdtempSync(join(tmpdir(), 'kanoclip-bad-'));
