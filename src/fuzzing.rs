@@ -13,12 +13,13 @@ use crate::clip::{Clip, ClipConfig};
 use crate::detect::bundle::Manifest;
 use crate::detect::head_file::{load_head, read_meta};
 use crate::detect::maps::to_original;
+use crate::detect::memory::ReferenceMemory;
 use crate::device::{BackendKind, device};
 use crate::head::knowledge::KnowledgeBase;
 use crate::train::checkpoint::Checkpoint;
 
 /// The fuzz targets by name, as `tests/fuzz/fuzz_targets/*.rs` and the corpora name them.
-pub const TARGETS: [&str; 8] = [
+pub const TARGETS: [&str; 9] = [
     "image",
     "config",
     "head",
@@ -27,6 +28,7 @@ pub const TARGETS: [&str; 8] = [
     "llm_reply",
     "checkpoint",
     "visa_csv",
+    "memory",
 ];
 
 /// The images a fuzz run decodes in full: larger headers are covered by the unit tests
@@ -50,6 +52,7 @@ pub fn run(name: &str, data: &[u8], weights: &[u8]) {
         "llm_reply" => llm_reply(data),
         "checkpoint" => checkpoint(data),
         "visa_csv" => visa_csv(data),
+        "memory" => memory(data),
         other => panic!("no fuzz target {other}"),
     }
 }
@@ -150,4 +153,25 @@ pub fn visa_csv(data: &[u8]) {
             assert!(s.masks.iter().all(|m| m.starts_with(root)));
         }
     }
+}
+
+/// A reference-memory file: its checks, and what it accepts holds together; its few-shot
+/// map of a small query is finite.
+pub fn memory(data: &[u8]) {
+    let Ok(m) = ReferenceMemory::from_bytes(data, cpu()) else {
+        return;
+    };
+    let meta = m.meta();
+    let d = meta.backbone.embed_dim;
+    assert_eq!(m.tokens().len(), meta.taps.len());
+    for (tokens, &rows) in m.tokens().iter().zip(&meta.rows) {
+        assert_eq!(tokens.len(), rows * d);
+        assert!(tokens.iter().all(|v| v.is_finite()));
+    }
+    let q = burn::tensor::Tensor::<3>::ones([1, 4, d], cpu());
+    let map = m
+        .grid_map(&vec![q; meta.taps.len()])
+        .expect("a memory has taps");
+    let values = crate::tensor_io::to_vec(map).expect("read back");
+    assert!(values.iter().all(|v| v.is_finite()), "{values:?}");
 }

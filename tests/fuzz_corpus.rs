@@ -45,6 +45,10 @@ fn every_corpus_and_regression_input_is_handled() {
     println!("fuzz corpora: {total} inputs replayed");
 }
 
+fn weights_of() -> Vec<u8> {
+    std::fs::read(fixture("tiny_quickgelu.safetensors")).unwrap()
+}
+
 fn encode(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
     let mut buf = Cursor::new(Vec::new());
     img.write_to(&mut buf, format).unwrap();
@@ -161,6 +165,43 @@ fn write_seed_corpus() {
         "escape.csv",
         b"object,split,label,image,mask\ncandle,test,anomaly,../../etc/passwd,/abs/mask.png\n",
     );
+    // A memory of the tiny detector (two references), and one whose backbone claims
+    // embed_dim 0 (a panic once).
+    let memory = {
+        use kanoclip::clip::{Clip, ClipConfig, Tokenizer};
+        use kanoclip::detect::memory::ReferenceImage;
+        use kanoclip::detect::{Detector, DetectorConfig};
+        let device = common::backends().remove(0).1;
+        let cfg = ClipConfig::from_file(fixture("tiny_quickgelu_config.json")).unwrap();
+        let clip = Clip::from_safetensors(&cfg, &weights_of(), &device).unwrap();
+        let kb = kanoclip::head::knowledge::Knowledge::parse("industrial")
+            .load()
+            .unwrap();
+        let config = DetectorConfig::for_clip(&clip.config);
+        let det = Detector::training_free(clip, &kb, &Tokenizer::new().unwrap(), config).unwrap();
+        let images: Vec<DynamicImage> = (0..2)
+            .map(|i| image::open(fixture(&format!("images/tiny_quickgelu_{i}.png"))).unwrap())
+            .collect();
+        let names = (0..2)
+            .map(|i| ReferenceImage {
+                name: format!("good-{i}.png"),
+                sha256: "0".repeat(64),
+            })
+            .collect();
+        det.build_memory(&images, names, Default::default())
+            .unwrap()
+            .to_bytes()
+            .unwrap()
+    };
+    put("memory", "tiny.memory", &memory);
+    // Same length, so the header's offsets still hold.
+    let (from, to) = (br#"\"embed_dim\":32"#, br#"\"embed_dim\": 0"#);
+    let at = (memory.windows(from.len()))
+        .position(|w| w == from)
+        .expect("the memory metadata names embed_dim");
+    let mut zero = memory.clone();
+    zero[at..at + from.len()].copy_from_slice(to);
+    put("memory", "embed-zero.memory", &zero);
     // A manifest as `kanoclip convert --to web` writes it (scripts/build-web's www/model).
     let manifest = root.join("www/model/manifest.json");
     if let Ok(bytes) = std::fs::read(&manifest) {
