@@ -343,11 +343,8 @@ fn resizing_agrees_with_pil_bicubic_within_a_pixel_level() {
     let img = load_image(fixture(fixture_json["image"].as_str().unwrap())).unwrap();
     let got = preprocess(&img, fixture_json["size"].as_u64().unwrap() as u32).unwrap();
     let want = common::flatten(&fixture_json["pixels"]);
-    let mean: f32 = got
-        .pixels
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
+    let mean: f32 = common::zip_eq(&got.pixels, &want)
+        .map(|(a, b)| common::abs_err(*a, *b))
         .sum::<f32>()
         / want.len() as f32;
     let max = common::max_abs_diff(&got.pixels, &want);
@@ -376,7 +373,7 @@ fn extreme_aspect_ratios_preprocess_in_bounded_memory() {
             let p = whole.get_pixel(784 + x as u32, y as u32);
             let want = (f32::from(p[0]) / 255.0 - kanoclip::clip::preprocess::CLIP_MEAN[0])
                 / kanoclip::clip::preprocess::CLIP_STD[0];
-            worst = worst.max((got.pixels[y * s + x] - want).abs());
+            worst = worst.max(common::abs_err(got.pixels[y * s + x], want));
         }
     }
     // A sub-pixel shift of a smooth image: under 4 grey levels (in normalised units).
@@ -616,14 +613,40 @@ fn config_case(f: impl Fn(&mut serde_json::Value) + 'static) -> Run {
     })
 }
 
+/// Detector settings edited by `f`, checked as a detector checks them: each value, then
+/// what one image would cost on the tiny tower (patch 8, 3 heads).
 fn settings_case(f: impl Fn(&mut kanoclip::detect::DetectorConfig) + 'static) -> Run {
     Box::new(move || {
         let mut c = kanoclip::detect::DetectorConfig::for_clip(&tiny_config());
         f(&mut c);
-        c.validate(
-            tiny_config().vision.tower.layers,
-            tiny_config().vision.patch_size,
-        )
+        let v = tiny_config().vision;
+        c.validate(v.tower.layers, v.patch_size)?;
+        c.check_cost(v.patch_size, v.tower.heads)
+    })
+}
+
+/// A memory file of the tiny detector (two references), with its metadata edited by `f`.
+fn memory_case(f: impl Fn(&mut serde_json::Value) + 'static) -> Run {
+    Box::new(move || {
+        use kanoclip::detect::memory::{ReferenceImage, ReferenceMemory};
+        static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        let bytes = BYTES.get_or_init(|| {
+            let images: Vec<DynamicImage> = (0..2)
+                .map(|i| image::open(fixture(&format!("images/tiny_quickgelu_{i}.png"))).unwrap())
+                .collect();
+            let names = (0..2)
+                .map(|i| ReferenceImage {
+                    name: format!("good-{i}.png"),
+                    sha256: "0".repeat(64),
+                })
+                .collect();
+            let memory = tiny_detector()
+                .build_memory(&images, names, Default::default())
+                .unwrap();
+            memory.to_bytes().unwrap()
+        });
+        let edited = edit_meta(bytes, "memory", |t| json_edit(t, &f));
+        drop_ok(ReferenceMemory::from_bytes(&edited, &cpu()))
     })
 }
 
@@ -1149,6 +1172,28 @@ fn catalogue() -> Vec<Case> {
             }),
         ),
         (
+            "head-n-ctx-wraps",
+            "a head claiming n_ctx 2^64 - 4 (n_ctx + 8 wrapped)",
+            "head",
+            "n_ctx",
+            head_case(|b| {
+                *b = edit_meta(b, "head", |t| {
+                    json_edit(t, |v| v["n_ctx"] = (u64::MAX - 3).into())
+                })
+            }),
+        ),
+        (
+            "head-deep-len-huge",
+            "a head claiming deep_len 2^63",
+            "head",
+            "deep_len",
+            head_case(|b| {
+                *b = edit_meta(b, "head", |t| {
+                    json_edit(t, |v| v["deep_len"] = (1u64 << 63).into())
+                })
+            }),
+        ),
+        (
             "head-levels",
             "a head claiming 0 levels",
             "head",
@@ -1348,6 +1393,135 @@ fn catalogue() -> Vec<Case> {
                     b"hello",
                     &cpu(),
                 ))
+            }),
+        ),
+        (
+            "memory-embed-zero",
+            "a memory whose backbone claims embed_dim 0",
+            "invalid",
+            "embed_dim 0 is out of range",
+            memory_case(|v| v["backbone"]["embed_dim"] = 0.into()),
+        ),
+        (
+            "memory-embed-huge",
+            "a memory whose backbone claims embed_dim 2^40",
+            "invalid",
+            "embed_dim",
+            memory_case(|v| v["backbone"]["embed_dim"] = (1u64 << 40).into()),
+        ),
+        (
+            "memory-patch-zero",
+            "a memory whose backbone claims patch_size 0",
+            "invalid",
+            "patch_size 0",
+            memory_case(|v| v["backbone"]["patch_size"] = 0.into()),
+        ),
+        (
+            "memory-input-huge",
+            "a memory at input size 2^40",
+            "invalid",
+            "input size",
+            memory_case(|v| v["input_size"] = (1u64 << 40).into()),
+        ),
+        (
+            "memory-rows-huge",
+            "a memory claiming 2^62 tokens per tap",
+            "invalid",
+            "tokens per tap",
+            memory_case(|v| v["rows"][0] = (1u64 << 62).into()),
+        ),
+        (
+            "memory-rows-short",
+            "a memory claiming fewer tokens than its tensors hold",
+            "weights-mismatch",
+            "tap.0",
+            memory_case(|v| v["rows"][0] = 1.into()),
+        ),
+        (
+            "memory-scale-zero",
+            "a memory with scale 0",
+            "invalid",
+            "scale",
+            memory_case(|v| v["scale"] = 0.0.into()),
+        ),
+        (
+            "memory-no-images",
+            "a memory naming no reference images",
+            "invalid",
+            "reference images",
+            memory_case(|v| v["images"] = serde_json::json!([])),
+        ),
+        // What a detect costs, checked before anything is allocated.
+        (
+            "settings-attention-too-large",
+            "input size 4096 on a patch-8 tower (262145 tokens)",
+            "invalid",
+            "attention scores",
+            settings_case(|c| c.input_size = 4096),
+        ),
+        (
+            "settings-blur-too-costly",
+            "sigma 800 at input size 800 (10^10 multiply-adds)",
+            "invalid",
+            "choose a smaller sigma",
+            settings_case(|c| {
+                c.input_size = 800;
+                c.sigma = 800.0;
+            }),
+        ),
+        (
+            "manifest-backbone-disagrees",
+            "a backbone block that does not describe the clip config",
+            "config",
+            "does not describe",
+            manifest_case(|m| m["backbone"]["embed_dim"] = 999.into()),
+        ),
+        (
+            "manifest-settings-too-large",
+            "detector settings whose attention needs 800 GB",
+            "invalid",
+            "attention scores",
+            manifest_case(|m| m["detector"]["input_size"] = 4096.into()),
+        ),
+        (
+            "convert-threshold-nan",
+            "a bundle built with threshold NaN (`convert --threshold nan`)",
+            "invalid",
+            "not a finite number",
+            Box::new(|| {
+                use kanoclip::detect::bundle::{BundleInfo, StoreDtype, build};
+                let info = BundleInfo {
+                    threshold: Some(f64::NAN),
+                    ..Default::default()
+                };
+                let weights = tiny_weights();
+                let made = build(
+                    &tiny_detector(),
+                    &tiny_config(),
+                    &weights,
+                    None,
+                    StoreDtype::F16,
+                    &info,
+                );
+                drop_ok(made)
+            }),
+        ),
+        (
+            "detect-nan-output",
+            "a detector whose state texts are NaN",
+            "non-finite",
+            "NaN or infinite score",
+            Box::new(|| {
+                use burn::tensor::{Tensor, TensorData};
+                use kanoclip::detect::{Detector, DetectorConfig};
+                let clip = Clip::from_safetensors(&tiny_config(), &tiny_weights(), &cpu())?;
+                let backbone = kanoclip::head::BackboneId::of(&clip);
+                let config = DetectorConfig::for_clip(&clip.config);
+                let nan = TensorData::new(vec![f32::NAN; 64], [2, 32]);
+                let text = Tensor::<2>::from_data(nan, &cpu());
+                let det = Detector::from_parts(clip.vision, backbone, None, config, text)?;
+                let img = image::open(fixture("images/tiny_quickgelu_0.png")).unwrap();
+                drop_ok(det.detect(&img))
             }),
         ),
         // Checkpoints.
