@@ -5,7 +5,7 @@
 // and the packed package (kanoclip-wasm-*.tgz). Prints "browser: N passed, M failed".
 import { chromium } from '../../scripts/web/node_modules/playwright-core/index.mjs';
 import { serve } from '../../scripts/serve.mjs';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
 import { brotliCompressSync, constants as zlibConstants, deflateSync, gzipSync } from 'node:zlib';
@@ -816,13 +816,15 @@ await test('bundlers: Vite, webpack 5 and esbuild builds of an app detect like n
   run('webpack', ['build', '--mode', 'production', '--entry', './src/main.js', '--output-path', 'out-webpack',
     '--output-filename', 'main.js']);
   writeFileSync(join(app, 'out-webpack/index.html'), `${page}<script src="main.js"></script>`);
-  // esbuild: one ESM bundle; the package's dist/ and wasm/ copied beside it, and workerUrl
-  // pointing at the copy (esbuild does not follow new URL(…, import.meta.url)).
-  run('esbuild', ['src/main.js', '--bundle', '--format=esm', '--outfile=out-esbuild/main.js', '--log-level=warning']);
+  // esbuild: pkg/README.md's recipe, run as written (one ESM bundle in out/, the package's
+  // dist/ and wasm/ copied beside it), so that the recipe cannot drift from what works.
+  const readme = readFileSync(join(ROOT, 'pkg/README.md'), 'utf8');
+  const recipe = readme.slice(readme.indexOf('**esbuild**')).match(/```sh\n([\s\S]*?)```/)[1];
+  assert(recipe.includes('esbuild ') && recipe.includes('cp -r'), `recipe: ${recipe}`);
+  const path = `${join(ROOT, 'scripts/web/node_modules/.bin')}:${process.env.PATH}`;
+  execFileSync('sh', ['-euc', recipe], { cwd: app, stdio: 'pipe', env: { ...process.env, PATH: path } });
+  renameSync(join(app, 'out'), join(app, 'out-esbuild'));
   writeFileSync(join(app, 'out-esbuild/index.html'), `${page}<script type="module" src="main.js"></script>`);
-  for (const sub of ['dist', 'wasm']) {
-    cpSync(join(app, 'node_modules/kanoclip-wasm', sub), join(app, 'out-esbuild/kanoclip-wasm', sub), { recursive: true });
-  }
   const want = native('free').crack;
   for (const [name, query] of [['vite', ''], ['webpack', ''], ['esbuild', '?worker=kanoclip-wasm/dist/worker.js']]) {
     const out = join(app, `out-${name}`);
