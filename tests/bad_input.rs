@@ -1524,6 +1524,24 @@ fn catalogue() -> Vec<Case> {
                 drop_ok(det.detect(&img))
             }),
         ),
+        (
+            "llm-key-over-http",
+            "an API key for http://api.example.com (not this machine)",
+            "invalid",
+            "unencrypted",
+            Box::new(|| {
+                use kanoclip::knowledge::llm::{ChatClient, ChatOptions};
+                drop_ok(ChatClient::new(ChatOptions {
+                    endpoint: "http://api.example.com/v1".into(),
+                    model: "m".into(),
+                    api_key: Some("sk-secret".into()),
+                    timeout: 30.0,
+                    retries: 3,
+                    rate: 1.0,
+                    backoff: std::time::Duration::from_millis(500),
+                }))
+            }),
+        ),
         // Checkpoints.
         (
             "checkpoint-foreign",

@@ -126,12 +126,14 @@ impl DetectorConfig {
             .saturating_mul(heads as u64)
             .saturating_mul(4);
         if attention > MAX_ATTENTION_BYTES {
+            // Whole megabytes: precision float formatting would add its code to the
+            // browser module for this one message.
             return bad(format!(
-                "input size {} gives {tokens} tokens, whose attention scores take {:.1} GB \
-                 per image ({heads} heads); the limit is {:.1} GB: choose a smaller input size",
+                "input size {} gives {tokens} tokens, whose attention scores take {} MB per \
+                 image ({heads} heads); the limit is {} MB: choose a smaller input size",
                 self.input_size,
-                attention as f64 / 1e9,
-                MAX_ATTENTION_BYTES as f64 / 1e9
+                attention / 1_000_000,
+                MAX_ATTENTION_BYTES / 1_000_000
             ));
         }
         let side = self.input_size as u64;

@@ -93,16 +93,7 @@ pub fn read_meta(bytes: &[u8]) -> Result<HeadMeta> {
 }
 
 fn describe(b: &BackboneId) -> String {
-    format!(
-        "embed {} / vision {}×{} / patch {} / text {}×{} / weights {}",
-        b.embed_dim,
-        b.vision_width,
-        b.vision_layers,
-        b.patch_size,
-        b.text_width,
-        b.text_layers,
-        b.fingerprint
-    )
+    format!("{} / weights {}", b.shape(), b.fingerprint)
 }
 
 /// Load a head for `backbone`: a head built for another backbone is refused by name

@@ -52,6 +52,19 @@ impl BackboneId {
         }
     }
 
+    /// The shapes, for people: `embed 512 / vision 768×12 / patch 16 / text 512×12`.
+    pub fn shape(&self) -> String {
+        format!(
+            "embed {} / vision {}×{} / patch {} / text {}×{}",
+            self.embed_dim,
+            self.vision_width,
+            self.vision_layers,
+            self.patch_size,
+            self.text_width,
+            self.text_layers
+        )
+    }
+
     /// The identity a CLIP config gives, with the weights' `fingerprint`.
     pub fn from_config(c: &ClipConfig, fingerprint: String) -> Self {
         BackboneId {

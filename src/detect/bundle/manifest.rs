@@ -125,8 +125,9 @@ impl Manifest {
         let described = BackboneId::from_config(&m.clip, m.backbone.fingerprint.clone());
         if m.backbone != described {
             return Err(Error::Config(format!(
-                "the manifest's backbone ({:?}) does not describe its clip config ({:?})",
-                m.backbone, described
+                "the manifest's backbone ({}) does not describe its clip config ({})",
+                m.backbone.shape(),
+                described.shape()
             )));
         }
         m.detector
