@@ -533,13 +533,7 @@ fn drop_ok<T>(r: kanoclip::Result<T>) -> kanoclip::Result<()> {
 }
 
 fn tiny_detector() -> kanoclip::detect::Detector {
-    use kanoclip::clip::Tokenizer;
-    use kanoclip::detect::{Detector, DetectorConfig};
-    use kanoclip::head::knowledge::Knowledge;
-    let clip = Clip::from_safetensors(&tiny_config(), &tiny_weights(), &cpu()).unwrap();
-    let kb = Knowledge::parse("industrial").load().unwrap();
-    let cfg = DetectorConfig::for_clip(&clip.config);
-    Detector::training_free(clip, &kb, &Tokenizer::new().unwrap(), cfg).unwrap()
+    common::tiny_detector(&cpu())
 }
 
 /// The tiny model's bundle as `kanoclip convert --to web` writes it (made once): its
@@ -628,23 +622,9 @@ fn settings_case(f: impl Fn(&mut kanoclip::detect::DetectorConfig) + 'static) ->
 /// A memory file of the tiny detector (two references), with its metadata edited by `f`.
 fn memory_case(f: impl Fn(&mut serde_json::Value) + 'static) -> Run {
     Box::new(move || {
-        use kanoclip::detect::memory::{ReferenceImage, ReferenceMemory};
+        use kanoclip::detect::memory::ReferenceMemory;
         static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-        let bytes = BYTES.get_or_init(|| {
-            let images: Vec<DynamicImage> = (0..2)
-                .map(|i| image::open(fixture(&format!("images/tiny_quickgelu_{i}.png"))).unwrap())
-                .collect();
-            let names = (0..2)
-                .map(|i| ReferenceImage {
-                    name: format!("good-{i}.png"),
-                    sha256: "0".repeat(64),
-                })
-                .collect();
-            let memory = tiny_detector()
-                .build_memory(&images, names, Default::default())
-                .unwrap();
-            memory.to_bytes().unwrap()
-        });
+        let bytes = BYTES.get_or_init(|| common::tiny_memory_bytes(&tiny_detector()));
         let edited = edit_meta(bytes, "memory", |t| json_edit(t, &f));
         drop_ok(ReferenceMemory::from_bytes(&edited, &cpu()))
     })

@@ -211,11 +211,10 @@ fn detect_with_references_or_a_memory_file_scores_as_the_library() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn eval_with_shots_reports_the_mean_and_spread_over_seeds() {
-    let dir = scratch("eval");
-    let data = dir.join("data");
-    let synth = kanoclip(&[
+/// `kanoclip synth` into `data`: 32-px images, per category 3 normal training images, 2
+/// normal test images and one of each defect.
+fn small_synth(data: &Path) {
+    ok(&kanoclip(&[
         "synth",
         "--out",
         data.to_str().unwrap(),
@@ -227,8 +226,14 @@ fn eval_with_shots_reports_the_mean_and_spread_over_seeds() {
         "2",
         "--per-defect",
         "1",
-    ]);
-    ok(&synth);
+    ]));
+}
+
+#[test]
+fn eval_with_shots_reports_the_mean_and_spread_over_seeds() {
+    let dir = scratch("eval");
+    let data = dir.join("data");
+    small_synth(&data);
     let out = dir.join("metrics");
     let mut args = vec![
         "eval".into(),
@@ -279,20 +284,7 @@ fn eval_with_shots_reports_the_mean_and_spread_over_seeds() {
 fn eval_with_shots_on_the_folder_layout_draws_from_normal() {
     let dir = scratch("eval-folder");
     let data = dir.join("mvtec");
-    let synth = kanoclip(&[
-        "synth",
-        "--out",
-        data.to_str().unwrap(),
-        "--size",
-        "32",
-        "--train-good",
-        "3",
-        "--test-good",
-        "2",
-        "--per-defect",
-        "1",
-    ]);
-    ok(&synth);
+    small_synth(&data);
     // One category, re-laid as a folder: 5 normal images, the defects with their masks.
     let cat = std::fs::read_dir(&data)
         .unwrap()

@@ -45,10 +45,6 @@ fn every_corpus_and_regression_input_is_handled() {
     println!("fuzz corpora: {total} inputs replayed");
 }
 
-fn weights_of() -> Vec<u8> {
-    std::fs::read(fixture("tiny_quickgelu.safetensors")).unwrap()
-}
-
 fn encode(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
     let mut buf = Cursor::new(Vec::new());
     img.write_to(&mut buf, format).unwrap();
@@ -167,32 +163,7 @@ fn write_seed_corpus() {
     );
     // A memory of the tiny detector (two references), and one whose backbone claims
     // embed_dim 0 (a panic once).
-    let memory = {
-        use kanoclip::clip::{Clip, ClipConfig, Tokenizer};
-        use kanoclip::detect::memory::ReferenceImage;
-        use kanoclip::detect::{Detector, DetectorConfig};
-        let device = common::backends().remove(0).1;
-        let cfg = ClipConfig::from_file(fixture("tiny_quickgelu_config.json")).unwrap();
-        let clip = Clip::from_safetensors(&cfg, &weights_of(), &device).unwrap();
-        let kb = kanoclip::head::knowledge::Knowledge::parse("industrial")
-            .load()
-            .unwrap();
-        let config = DetectorConfig::for_clip(&clip.config);
-        let det = Detector::training_free(clip, &kb, &Tokenizer::new().unwrap(), config).unwrap();
-        let images: Vec<DynamicImage> = (0..2)
-            .map(|i| image::open(fixture(&format!("images/tiny_quickgelu_{i}.png"))).unwrap())
-            .collect();
-        let names = (0..2)
-            .map(|i| ReferenceImage {
-                name: format!("good-{i}.png"),
-                sha256: "0".repeat(64),
-            })
-            .collect();
-        det.build_memory(&images, names, Default::default())
-            .unwrap()
-            .to_bytes()
-            .unwrap()
-    };
+    let memory = common::tiny_memory_bytes(&common::tiny_detector(&common::backends()[0].1));
     put("memory", "tiny.memory", &memory);
     // Same length, so the header's offsets still hold.
     let (from, to) = (br#"\"embed_dim\":32"#, br#"\"embed_dim\": 0"#);

@@ -108,3 +108,35 @@ pub fn rewrite_safetensors(
         .collect();
     safetensors::serialize(views, header.metadata().clone()).unwrap()
 }
+
+/// The tiny model's training-free detector (industrial knowledge) on `device`.
+pub fn tiny_detector(device: &Device) -> kanoclip::detect::Detector {
+    use kanoclip::clip::{Clip, ClipConfig, Tokenizer};
+    use kanoclip::detect::{Detector, DetectorConfig};
+    let cfg = ClipConfig::from_file(fixture("tiny_quickgelu_config.json")).unwrap();
+    let weights = std::fs::read(fixture("tiny_quickgelu.safetensors")).unwrap();
+    let clip = Clip::from_safetensors(&cfg, &weights, device).unwrap();
+    let kb = kanoclip::head::knowledge::Knowledge::parse("industrial")
+        .load()
+        .unwrap();
+    let config = DetectorConfig::for_clip(&clip.config);
+    Detector::training_free(clip, &kb, &Tokenizer::new().unwrap(), config).unwrap()
+}
+
+/// The bytes of a memory file: the tiny detector's memory of the two tiny fixture images.
+pub fn tiny_memory_bytes(detector: &kanoclip::detect::Detector) -> Vec<u8> {
+    use kanoclip::detect::memory::ReferenceImage;
+    let images: Vec<image::DynamicImage> = (0..2)
+        .map(|i| image::open(fixture(&format!("images/tiny_quickgelu_{i}.png"))).unwrap())
+        .collect();
+    let names = (0..2)
+        .map(|i| ReferenceImage {
+            name: format!("good-{i}.png"),
+            sha256: "0".repeat(64),
+        })
+        .collect();
+    let memory = detector
+        .build_memory(&images, names, Default::default())
+        .unwrap();
+    memory.to_bytes().unwrap()
+}
