@@ -99,7 +99,7 @@ pub fn run(command: ReferenceCommand) -> Result<()> {
                 max_rows: args.max_rows.map(|r| r as usize),
                 seed: args.references.seed,
             };
-            let mut references = args.references.clone();
+            let mut references = args.references;
             references.reference.extend(args.images);
             let (memory, skipped) = build(&detector, &references, options)?;
             report_skipped(&skipped);

@@ -15,7 +15,7 @@ pub const MAX_ATTENTION_BYTES: u64 = 2 << 30;
 /// `size² · (2·⌊4σ + 0.5⌋ + 1)`): 2³². The default σ = 4 at 518 takes 18 million.
 pub const MAX_BLUR_OPS: u64 = 1 << 32;
 /// A σ below this blurs nothing (the kernel's outer taps are below e⁻⁵⁰⁰⁰⁰) and is taken as
-/// 0; far below it, `2σ²` underflows and the kernel was NaN.
+/// 0; far below it, `2σ²` underflows and the kernel was NaN ([`super::maps::kernel_radius`]).
 pub const MIN_SIGMA: f64 = 1e-2;
 
 /// A detector's settings: input size, the CLIP-VV path and taps, τ, σ, score fusion and threshold.
@@ -137,7 +137,7 @@ impl DetectorConfig {
             ));
         }
         let side = self.input_size as u64;
-        let taps = 2 * ((4.0 * self.effective_sigma() + 0.5) as u64) + 1;
+        let taps = super::maps::kernel_radius(self.sigma).map_or(0, |r| 2 * r + 1);
         let blur = side
             .saturating_mul(side)
             .saturating_mul(taps)
@@ -150,14 +150,5 @@ impl DetectorConfig {
             ));
         }
         Ok(())
-    }
-
-    /// The σ the Gaussian uses: [`Self::sigma`], or 0 below [`MIN_SIGMA`].
-    pub fn effective_sigma(&self) -> f64 {
-        if self.sigma < MIN_SIGMA {
-            0.0
-        } else {
-            self.sigma
-        }
     }
 }

@@ -3,6 +3,7 @@
 
 use burn::prelude::*;
 
+use super::config::MIN_SIGMA;
 use super::upsample::{source_coord_u64, upsample_bilinear};
 use crate::clip::preprocess::Geometry;
 
@@ -33,9 +34,17 @@ pub fn upsample_grid(total: Tensor<2>, grid: usize, size: usize) -> Tensor<3> {
     up.reshape([b, size, size])
 }
 
-/// The 1-D Gaussian kernel `scipy.ndimage.gaussian_filter` uses: radius `int(4σ + 0.5)`.
-fn kernel(sigma: f64) -> Vec<f32> {
-    let radius = (4.0 * sigma + 0.5) as i64;
+/// The Gaussian's radius, `int(4σ + 0.5)` as `scipy.ndimage.gaussian_filter` takes it, or
+/// `None` where σ blurs nothing: NaN, or below [`MIN_SIGMA`] (the kernel is a single 1, and
+/// far below it `2σ²` underflows to a NaN kernel). The one rule the blur and its cost
+/// check ([`super::DetectorConfig::check_cost`]) share.
+pub fn kernel_radius(sigma: f64) -> Option<u64> {
+    (sigma >= MIN_SIGMA).then_some((4.0 * sigma + 0.5) as u64)
+}
+
+/// The 1-D Gaussian kernel of `radius` for `sigma`.
+fn kernel(sigma: f64, radius: u64) -> Vec<f32> {
+    let radius = radius as i64;
     let w: Vec<f64> = (-radius..=radius)
         .map(|x| (-0.5 * (x * x) as f64 / (sigma * sigma)).exp())
         .collect();
@@ -56,12 +65,10 @@ fn reflect(i: i64, n: i64) -> usize {
 /// Separable Gaussian blur of a `width × height` map, as
 /// `scipy.ndimage.gaussian_filter(map, sigma)` (the smoothing AnomalyCLIP applies).
 pub fn gaussian_blur(map: &[f32], width: usize, height: usize, sigma: f64) -> Vec<f32> {
-    // Below MIN_SIGMA the kernel is a single 1 (and far below it `2σ²` underflows to a
-    // NaN kernel); a NaN σ blurs nothing either.
-    if sigma.is_nan() || sigma < super::config::MIN_SIGMA {
+    let Some(radius) = kernel_radius(sigma) else {
         return map.to_vec();
-    }
-    let k = kernel(sigma);
+    };
+    let k = kernel(sigma, radius);
     // Columns first, then rows: the same 1-D pass with the strides swapped.
     let tmp = blur_1d(map, &k, (width, 1), (height, width));
     blur_1d(&tmp, &k, (height, width), (width, 1))

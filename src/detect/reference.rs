@@ -75,11 +75,6 @@ impl<'a> MemoryBuilder<'a> {
         Ok(())
     }
 
-    /// The references added so far.
-    pub fn len(&self) -> usize {
-        self.sources.len()
-    }
-
     /// Whether none was added.
     pub fn is_empty(&self) -> bool {
         self.sources.is_empty()
