@@ -37,6 +37,7 @@ fn main() {
     let vv = VvOptions {
         vv_from: Some(4),
         taps: vec![3, 6, 9, 12],
+        ..Default::default()
     };
     let kinds = std::env::var("KANOCLIP_BENCH_BACKENDS").unwrap_or_else(|_| "cpu,wgpu".into());
     println!("ViT-B/16-shaped RANDOM model, 1 image at 224 (vv_from 4, taps 3,6,9,12), 8 prompts");

@@ -44,6 +44,7 @@ fn embeddings_taps_and_tokens_match_the_reference() {
                     .iter()
                     .map(|t| t.as_u64().unwrap() as usize)
                     .collect(),
+                ..Default::default()
             };
             let size = case["input_size"].as_u64().unwrap() as usize;
             let got = embed(&clip, &tokenizer, &images, &texts, &vv, size).unwrap();

@@ -52,6 +52,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     let vv = VvOptions {
         vv_from: args.vv_from,
         taps: args.taps,
+        ..Default::default()
     };
     let out = embed(
         &clip,

@@ -37,6 +37,9 @@ pub struct VvOptions {
     pub vv_from: Option<usize>,
     /// Blocks whose output is tapped, 1-indexed.
     pub taps: Vec<usize>,
+    /// Blocks whose original-path output is also returned raw (before `ln_post` and the
+    /// projection, class token included), 1-indexed: mutual scoring's tokens (spec §11).
+    pub raw_taps: Vec<usize>,
 }
 
 /// What one forward pass gives.
@@ -45,6 +48,8 @@ pub struct VisionOutput {
     pub global: Tensor<2>,
     /// One `[batch, 1 + grid², embed_dim]` tensor per tap, CLS first, in `taps` order.
     pub taps: Vec<Tensor<3>>,
+    /// One `[batch, 1 + grid², width]` tensor per raw tap, CLS first, in `raw_taps` order.
+    pub raw: Vec<Tensor<3>>,
 }
 
 impl VisionTower {
@@ -105,7 +110,7 @@ impl VisionTower {
                 "vv_from {from} is not a block in 1..={layers}"
             )));
         }
-        if let Some(&t) = vv.taps.iter().find(|&&t| t == 0 || t > layers) {
+        if let Some(&t) = (vv.taps.iter().chain(&vv.raw_taps)).find(|&&t| t == 0 || t > layers) {
             return Err(Error::Invalid(format!(
                 "tap {t} is not a block in 1..={layers}"
             )));
@@ -136,6 +141,7 @@ impl VisionTower {
         let mut h_ori = self.ln_pre.forward(x);
         let mut h_vv: Option<Tensor<3>> = None;
         let mut taps: Vec<(usize, Tensor<3>)> = Vec::with_capacity(vv.taps.len());
+        let mut raw: Vec<(usize, Tensor<3>)> = Vec::with_capacity(vv.raw_taps.len());
         for (i, block) in self.blocks.iter().enumerate() {
             let n = i + 1;
             if vv.vv_from.is_some_and(|from| n >= from) {
@@ -150,17 +156,25 @@ impl VisionTower {
                 let h = h_vv.clone().unwrap_or_else(|| h_ori.clone());
                 taps.push((n, self.project(h)));
             }
+            if vv.raw_taps.contains(&n) {
+                raw.push((n, h_ori.clone()));
+            }
         }
         let cls = h_ori.narrow(1, 0, 1).reshape([b, w]);
         let global = self.ln_post.forward(cls).matmul(self.proj.val());
         // Taps come back in the order asked for, even if the caller did not sort them.
-        let taps = vv
-            .taps
-            .iter()
-            .map(|t| taps.iter().find(|(n, _)| n == t).map(|(_, x)| x.clone()))
-            .collect::<Option<Vec<_>>>()
-            .unwrap_or_default();
-        VisionOutput { global, taps }
+        let ordered = |wanted: &[usize], got: &[(usize, Tensor<3>)]| {
+            wanted
+                .iter()
+                .map(|t| got.iter().find(|(n, _)| n == t).map(|(_, x)| x.clone()))
+                .collect::<Option<Vec<_>>>()
+                .unwrap_or_default()
+        };
+        VisionOutput {
+            global,
+            taps: ordered(&vv.taps, &taps),
+            raw: ordered(&vv.raw_taps, &raw),
+        }
     }
 
     /// `proj(x) = ln_post(x) @ proj`, token-wise.

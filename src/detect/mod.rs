@@ -5,9 +5,11 @@
 pub mod bundle;
 pub mod config;
 pub mod coreset;
+mod group;
 pub mod head_file;
 pub mod maps;
 pub mod memory;
+pub mod mutual;
 mod reference;
 pub mod render;
 mod result;
@@ -33,6 +35,7 @@ use crate::tensor_io::{to_vec, to_vec_async};
 pub use config::DetectorConfig;
 use head_file::{HeadMeta, check_levels, load_head_file};
 use memory::{FewShot, ReferenceMemory};
+pub use mutual::Mutual;
 pub use reference::{BATCH as MEMORY_BATCH, MemoryBuilder, MemoryOptions};
 pub use result::{AnomalyMap, Calibration, Detection, Timings};
 
@@ -82,6 +85,21 @@ impl DetectorSource {
 struct Run {
     probs: Tensor<2>,
     maps: Tensor<3>,
+    geometry: Vec<Geometry>,
+    times: [Instant; 3],
+    /// The weight of `p` in the image score (§7); the rest is the map's maximum.
+    global_weight: f64,
+}
+
+/// A forward pass on the patch grid, before the maps are up-sampled.
+struct Grids {
+    /// `softmax(global logits)`, `[B, 2]`.
+    probs: Tensor<2>,
+    /// The zero-shot map (fused with the few-shot map where a memory is set), summed over
+    /// the taps: `[B, grid²]`.
+    grid: Tensor<2>,
+    /// With `raw`, per tap, the original path's patch tokens `[B, grid², width]`.
+    raw: Vec<Tensor<3>>,
     geometry: Vec<Geometry>,
     times: [Instant; 3],
 }
@@ -313,9 +331,23 @@ impl Detector {
         self.finish(run, &probs, &maps)
     }
 
-    /// Pre-processing and the forward pass, queued on the device. With `sync` the device is
-    /// waited on between stages so that each stage is timed on its own.
+    /// Pre-processing, the forward pass and the maps up-sampled, queued on the device. With
+    /// `sync` the device is waited on between stages so that each stage is timed on its own.
     fn forward(&self, images: &[DynamicImage], sync: bool) -> Result<Run> {
+        let size = self.config.input_size;
+        let g = self.forward_grid(images, sync, false)?;
+        Ok(Run {
+            probs: g.probs,
+            maps: maps::upsample_grid(g.grid, size / self.vision.patch_size, size),
+            geometry: g.geometry,
+            times: g.times,
+            global_weight: self.config.global_weight,
+        })
+    }
+
+    /// Pre-processing and the forward pass up to the maps on the patch grid; with `raw`, also
+    /// the original path's patch tokens at the taps (mutual scoring's, spec §11).
+    fn forward_grid(&self, images: &[DynamicImage], sync: bool, raw: bool) -> Result<Grids> {
         let device = self.device();
         let size = self.config.input_size;
         let grid = size / self.vision.patch_size;
@@ -333,6 +365,11 @@ impl Detector {
         let vv = VvOptions {
             vv_from: Some(self.config.vv_from),
             taps: self.config.taps.clone(),
+            raw_taps: if raw {
+                self.config.taps.clone()
+            } else {
+                Vec::new()
+            },
         };
         let vision = self.vision.forward(batch, self.pos.clone(), &vv);
         wait()?;
@@ -361,10 +398,13 @@ impl Detector {
             }
             total = total.mul_scalar(1.0 - fs.weight) + few.mul_scalar(fs.weight);
         }
-        let maps = maps::upsample_grid(total, grid, size);
-        Ok(Run {
+        let raw = (vision.raw.iter())
+            .map(|t| t.clone().narrow(1, 1, grid * grid))
+            .collect();
+        Ok(Grids {
             probs,
-            maps,
+            grid: total,
+            raw,
             geometry,
             times: [t0, t1, t2],
         })
@@ -377,7 +417,7 @@ impl Detector {
         let t3 = Instant::now();
         let size = self.config.input_size;
         let taps = self.config.taps.len() as f32;
-        let w = self.config.global_weight as f32;
+        let w = run.global_weight as f32;
         let threshold = self.threshold();
         let mut out = Vec::with_capacity(run.geometry.len());
         for (i, g) in run.geometry.iter().enumerate() {

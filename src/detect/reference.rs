@@ -62,6 +62,7 @@ impl<'a> MemoryBuilder<'a> {
         let vv = VvOptions {
             vv_from: Some(d.config.vv_from),
             taps: d.config.taps.clone(),
+            ..Default::default()
         };
         for chunk in images.chunks(BATCH) {
             let (batch, _) = image_batch(chunk, size, &device)?;

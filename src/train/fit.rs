@@ -132,6 +132,7 @@ pub fn join_features(f: &[Features], tokens: usize, device: &Device) -> VisionOu
     VisionOutput {
         global: Tensor::from_data(TensorData::new(global, [b, d]), device),
         taps,
+        raw: Vec::new(),
     }
 }
 

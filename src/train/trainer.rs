@@ -125,6 +125,7 @@ fn constants(v: VisionOutput) -> VisionOutput {
     VisionOutput {
         global: v.global.autodiff(),
         taps: v.taps.into_iter().map(Tensor::autodiff).collect(),
+        raw: Vec::new(),
     }
 }
 
@@ -279,6 +280,7 @@ impl Trainer {
         let vv = VvOptions {
             vv_from: Some(self.detector.vv_from),
             taps: self.detector.taps.clone(),
+            ..Default::default()
         };
         // The tower is frozen: no gradient flows into it, so it runs without autodiff's
         // bookkeeping, on the plain backend (and so on the CPU backend's fused kernels:
@@ -491,6 +493,7 @@ fn split(batch: Batch, n: usize) -> Vec<Batch> {
                     .iter()
                     .map(|t| t.clone().narrow(0, start, len))
                     .collect(),
+                raw: Vec::new(),
             },
             masks: batch.masks.clone().narrow(0, start, len),
             labels: batch.labels[start..start + len].to_vec(),
