@@ -18,12 +18,11 @@ import scipy.ndimage
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.torch import load_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "..", "tests", "fixtures")
-from make_fixtures import MODELS, build, smooth_image, vision_forward  # noqa: E402
+from make_fixtures import MODELS, rebuilt_tiny, smooth_image, vision_forward  # noqa: E402
 
 torch.set_grad_enabled(False)
 PERCENTILE = 99.0
@@ -70,10 +69,7 @@ def few_shot_map(model, batch, mem, det):
 
 def main():
     cfg = MODELS["tiny_quickgelu"][0]
-    model = build(cfg, torch.float32, 1000)
-    stored = load_file(os.path.join(OUT, "tiny_quickgelu.safetensors"))
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, stored[k]), f"rebuilt {k} differs from the fixture"
+    model = rebuilt_tiny(OUT)
     with open(os.path.join(OUT, "head_cases.json")) as f:
         head = json.load(f)
     det = head["detector"]

@@ -23,7 +23,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 # Set by the `__main__` block only: bench_torch.py, torch_train_step.py, onnx_export.py and
 # fewshot_reference.py import this module with their own argv, which is not a folder.
@@ -67,6 +67,16 @@ def build(cfg, dtype, seed):
         p.copy_(p.to(dtype).to(torch.float32))
     return model
 
+
+
+def rebuilt_tiny(out):
+    """The tiny fixture model, rebuilt from its seed and checked bit for bit against the
+    weights stored in `out` (the reference scripts that extend the fixtures start here)."""
+    model = build(MODELS["tiny_quickgelu"][0], torch.float32, 1000)
+    stored = load_file(os.path.join(out, "tiny_quickgelu.safetensors"))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, stored[k]), f"rebuilt {k} differs from the fixture"
+    return model
 
 def proj(v, x):
     return v.ln_post(x) @ v.proj

@@ -6,33 +6,15 @@ mod common;
 
 use std::sync::Arc;
 
+use common::fixture_images as images;
+use common::head_detectors as detectors;
 use common::{backends, fixture, flatten, max_abs_diff, read_json, rewrite_safetensors};
 use image::DynamicImage;
 use kanoclip::Error;
-use kanoclip::clip::preprocess::load_image;
-use kanoclip::clip::{Clip, Tokenizer};
+use kanoclip::detect::MemoryOptions;
 use kanoclip::detect::memory::{FewShot, ReferenceImage, ReferenceMemory, percentile};
-use kanoclip::detect::{Detector, DetectorConfig, MemoryOptions};
-use kanoclip::head::knowledge::KnowledgeBase;
 
 const TOL: f32 = 1e-4;
-
-fn clip(device: &burn::prelude::Device) -> Clip {
-    Clip::from_files(
-        fixture("tiny_quickgelu_config.json"),
-        fixture("tiny_quickgelu.safetensors"),
-        device,
-    )
-    .unwrap()
-}
-
-fn images(list: &serde_json::Value) -> Vec<DynamicImage> {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|p| load_image(fixture(p.as_str().unwrap())).unwrap())
-        .collect()
-}
 
 fn names(n: usize) -> Vec<ReferenceImage> {
     (0..n)
@@ -41,22 +23,6 @@ fn names(n: usize) -> Vec<ReferenceImage> {
             sha256: "0".repeat(64),
         })
         .collect()
-}
-
-/// The two detectors of the head fixture: trained (head file) and training-free.
-fn detectors(device: &burn::prelude::Device) -> Vec<(&'static str, Detector)> {
-    let head = read_json("head_cases.json");
-    let tokenizer = Tokenizer::new().unwrap();
-    let trained = Detector::load(
-        clip(device),
-        fixture("tiny_quickgelu_head.safetensors"),
-        &tokenizer,
-    )
-    .unwrap();
-    let kb = KnowledgeBase::from_file(fixture("knowledge_small.json")).unwrap();
-    let cfg: DetectorConfig = serde_json::from_value(head["detector"].clone()).unwrap();
-    let free = Detector::training_free(clip(device), &kb, &tokenizer, cfg).unwrap();
-    vec![("trained", trained), ("training_free", free)]
 }
 
 #[test]

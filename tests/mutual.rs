@@ -4,49 +4,15 @@
 
 mod common;
 
-use common::{backends, fixture, flatten, max_abs_diff, read_json};
-use image::DynamicImage;
-use kanoclip::clip::preprocess::load_image;
-use kanoclip::clip::{Clip, Tokenizer};
+use common::fixture_images as images;
+use common::head_detectors as detectors;
+use common::{backends, flatten, max_abs_diff, read_json};
+use kanoclip::detect::MemoryOptions;
 use kanoclip::detect::memory::{FewShot, ReferenceImage};
 use kanoclip::detect::mutual::{MIN_GROUP, Mutual, group_sizes};
-use kanoclip::detect::{Detector, DetectorConfig, MemoryOptions};
-use kanoclip::head::knowledge::KnowledgeBase;
 use kanoclip::{Detection, Error};
 
 const TOL: f32 = 1e-4;
-
-fn images(list: &serde_json::Value) -> Vec<DynamicImage> {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|p| load_image(fixture(p.as_str().unwrap())).unwrap())
-        .collect()
-}
-
-/// The head fixture's two detectors: trained and training-free.
-fn detectors(device: &burn::prelude::Device) -> Vec<(&'static str, Detector)> {
-    let clip = || {
-        Clip::from_files(
-            fixture("tiny_quickgelu_config.json"),
-            fixture("tiny_quickgelu.safetensors"),
-            device,
-        )
-        .unwrap()
-    };
-    let tokenizer = Tokenizer::new().unwrap();
-    let trained = Detector::load(
-        clip(),
-        fixture("tiny_quickgelu_head.safetensors"),
-        &tokenizer,
-    )
-    .unwrap();
-    let kb = KnowledgeBase::from_file(fixture("knowledge_small.json")).unwrap();
-    let cfg: DetectorConfig =
-        serde_json::from_value(read_json("head_cases.json")["detector"].clone()).unwrap();
-    let free = Detector::training_free(clip(), &kb, &tokenizer, cfg).unwrap();
-    vec![("trained", trained), ("training-free", free)]
-}
 
 fn alone(group: usize) -> Mutual {
     Mutual { weight: 1.0, group }

@@ -183,8 +183,10 @@ fn interval_mean(z: Tensor<3>, pair_bytes: usize) -> Tensor<2> {
     let norms = z.clone().square().sum_dim(2); // [N, P, 1]
     let (pairs, index) = pair_layout(n);
     let per_block = (pair_bytes / (4 * p * (p + 2 * w)).max(1)).max(1);
-    let ints =
-        |v: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(v.clone(), [v.len()]), &device);
+    let ints = |v: Vec<i64>| {
+        let len = v.len();
+        Tensor::<1, Int>::from_data(TensorData::new(v, [len]), &device)
+    };
     let (mut rows, mut cols) = (Vec::new(), Vec::new());
     for block in pairs.chunks(per_block) {
         let c = block.len();

@@ -140,3 +140,40 @@ pub fn tiny_memory_bytes(detector: &kanoclip::detect::Detector) -> Vec<u8> {
         .unwrap();
     memory.to_bytes().unwrap()
 }
+
+/// The images a fixture's JSON list names, decoded as the detector reads files.
+pub fn fixture_images(list: &serde_json::Value) -> Vec<image::DynamicImage> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| kanoclip::load_image(fixture(p.as_str().unwrap())).unwrap())
+        .collect()
+}
+
+/// The two detectors of the head fixture on `device`, named as its JSON names their
+/// results: `trained` (the head file) and `training_free` (the small knowledge base with
+/// the fixture's detector settings).
+pub fn head_detectors(device: &Device) -> Vec<(&'static str, kanoclip::Detector)> {
+    use kanoclip::head::knowledge::KnowledgeBase;
+    use kanoclip::{Clip, Detector, DetectorConfig, Tokenizer};
+    let clip = || {
+        Clip::from_files(
+            fixture("tiny_quickgelu_config.json"),
+            fixture("tiny_quickgelu.safetensors"),
+            device,
+        )
+        .unwrap()
+    };
+    let tokenizer = Tokenizer::new().unwrap();
+    let trained = Detector::load(
+        clip(),
+        fixture("tiny_quickgelu_head.safetensors"),
+        &tokenizer,
+    )
+    .unwrap();
+    let kb = KnowledgeBase::from_file(fixture("knowledge_small.json")).unwrap();
+    let cfg: DetectorConfig =
+        serde_json::from_value(read_json("head_cases.json")["detector"].clone()).unwrap();
+    let free = Detector::training_free(clip(), &kb, &tokenizer, cfg).unwrap();
+    vec![("trained", trained), ("training_free", free)]
+}
