@@ -158,3 +158,48 @@ fn too_small_or_badly_set_groups_are_refused() {
         3
     );
 }
+
+#[test]
+fn an_image_the_detector_refuses_costs_only_itself() {
+    use kanoclip::detect::Scored;
+    let doc = read_json("mutual_cases.json");
+    let all = images(&doc["cases"][0]["images"]);
+    let (_, device) = backends().remove(0);
+    let (_, detector) = detectors(&device).remove(1);
+    let empty = image::DynamicImage::new_rgb8(0, 0);
+    // Four good images around an empty one: the empty one fails, the four are a group.
+    let mut group = all[..2].to_vec();
+    group.push(empty.clone());
+    group.extend(all[2..4].iter().cloned());
+    let got = detector.detect_group_or_alone(&group, &alone(8));
+    assert!(
+        matches!(got[2], Err(Error::Image(_))),
+        "{:?}",
+        got[2].as_ref().err()
+    );
+    let want = detector.detect_group(&all[..4], &alone(8)).unwrap();
+    let good: Vec<_> = [0, 1, 3, 4]
+        .iter()
+        .map(|&i| got[i].as_ref().unwrap())
+        .collect();
+    for ((d, scored), w) in good.iter().zip(&want) {
+        assert_eq!(*scored, Scored::Mutual { group: 4 });
+        assert_eq!(d.map.values, w.map.values);
+    }
+    // Two good images and the empty one: too few to compare, so each is scored alone, as
+    // `detect` scores it, and says why.
+    let got = detector.detect_group_or_alone(&[all[0].clone(), empty, all[1].clone()], &alone(8));
+    assert!(got[1].is_err());
+    for (i, img) in [(0, &all[0]), (2, &all[1])] {
+        let (d, scored) = got[i].as_ref().unwrap();
+        assert!(matches!(scored, Scored::Alone { why } if why.contains("2 of the group's 3")));
+        assert_eq!(d.map.values, detector.detect(img).unwrap().map.values);
+    }
+    // A bad setting fails every image the same way.
+    let bad = Mutual {
+        weight: 2.0,
+        group: 8,
+    };
+    let got = detector.detect_group_or_alone(&all[..4], &bad);
+    assert!(got.iter().all(|r| matches!(r, Err(Error::Invalid(_)))));
+}

@@ -13,12 +13,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::inputs::{Shard, collect, is_image_name};
 use super::model::ModelArgs;
+use super::mutual::MutualArgs;
 use super::reference::{FewShotArgs, FewShotInfo};
 use super::report::{Header, ReportWriter, Row, empty_row, failed};
 use crate::clip::preprocess::decode_image_lenient;
-use crate::detect::Detection;
-use crate::detect::Detector;
+use crate::detect::mutual::{MIN_GROUP, group_sizes};
 use crate::detect::render::{heatmap, overlay};
+use crate::detect::{Detection, Detector, Mutual, Scored};
 use crate::tensor_io::sha256_hex;
 use crate::{Error, Result, atomic};
 
@@ -60,8 +61,10 @@ pub struct DetectArgs {
     resume: bool,
     /// Images per forward pass (only this many are decoded at once); default: the fastest
     /// on the backend (1 on the CPU, 8 on GPUs).
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64), conflicts_with = "mutual")]
     batch: Option<u16>,
+    #[command(flatten)]
+    mutual: MutualArgs,
 }
 
 /// A unique output stem per input: the file stem, with `_2`, `_3`… on collisions with
@@ -105,6 +108,7 @@ fn save_png(path: &Path, img: &image::RgbaImage) -> Result<()> {
 }
 
 pub fn run(args: DetectArgs) -> Result<()> {
+    let mutual = args.mutual.options()?;
     let files = inputs(&args)?;
     let out = args.out_dir();
     // Before the model loads: a folder holding results is refused at once.
@@ -117,9 +121,13 @@ pub fn run(args: DetectArgs) -> Result<()> {
     if let Some(t) = args.threshold {
         detector.set_threshold(t)?;
     }
-    let skipped = inspect_all(&detector, &files, &args, &out, &mut report)?;
+    let skipped = match &mutual {
+        Some(m) => inspect_groups(&detector, m, &files, &args, &out, &mut report)?,
+        None => inspect_all(&detector, &files, &args, &out, &mut report)?,
+    };
     let report = report.finish(Header {
         mode,
+        mutual,
         shard: args.shard.map(|s| s.to_string()),
         backend: args.model.backend.to_string(),
         threshold: detector.threshold(),
@@ -176,6 +184,21 @@ fn warn_if_references(info: &FewShotInfo, files: &[PathBuf]) {
     }
 }
 
+/// A progress bar over `n` inputs (hidden for one).
+fn progress_bar(n: usize) -> Result<ProgressBar> {
+    let bar = ProgressBar::new(n as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} images  {elapsed} elapsed, ETA {eta}  {msg}",
+        )
+        .map_err(|e| Error::Invalid(e.to_string()))?,
+    );
+    if n < 2 {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    Ok(bar)
+}
+
 /// Every input through the detector, `--batch` at a time, each row into the report as
 /// soon as it is known. Returns how many inputs an earlier run had already scored.
 fn inspect_all(
@@ -185,16 +208,7 @@ fn inspect_all(
     out: &Path,
     report: &mut ReportWriter,
 ) -> Result<usize> {
-    let bar = ProgressBar::new(files.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} images  {elapsed} elapsed, ETA {eta}  {msg}",
-        )
-        .map_err(|e| Error::Invalid(e.to_string()))?,
-    );
-    if files.len() < 2 {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    let bar = progress_bar(files.len())?;
     let mut used = HashSet::new();
     let mut skipped = 0;
     let batch = args
@@ -217,6 +231,124 @@ fn inspect_all(
     }
     bar.finish_and_clear();
     Ok(skipped)
+}
+
+/// `--mutual`: the inputs folder by folder (in the order first met), each folder's images
+/// in groups of at most `mutual.group`, as even as [`group_sizes`] makes them. The groups
+/// are formed as the files decode: a group is scored once it holds its share of the
+/// images still to come, so an unreadable file shrinks its group instead of breaking it,
+/// and only one group's images are held at once. Returns how many inputs an earlier run
+/// had already scored.
+fn inspect_groups(
+    detector: &Detector,
+    mutual: &Mutual,
+    files: &[PathBuf],
+    args: &DetectArgs,
+    out: &Path,
+    report: &mut ReportWriter,
+) -> Result<usize> {
+    let bar = progress_bar(files.len())?;
+    let (mut used, mut skipped, mut groups) = (HashSet::new(), 0, report.last_group());
+    let alone_mode = if detector.memory().is_some() {
+        "few-shot"
+    } else {
+        "zero-shot"
+    };
+    for folder in by_folder(files) {
+        // The group being filled: its rows and files, and their decoded images.
+        let (mut pending, mut images): (Vec<(Row, &Path)>, Vec<DynamicImage>) = Default::default();
+        for (i, file) in folder.iter().enumerate() {
+            match open(file, args, report) {
+                None => skipped += 1,
+                Some((row, Some(image))) => {
+                    pending.push((row, file));
+                    images.push(image);
+                }
+                Some((row, None)) => report.push(row)?,
+            }
+            bar.inc(1);
+            let to_come = pending.len() + folder.len() - i - 1;
+            let share = group_sizes(to_come, mutual.group).first().copied();
+            let last = i + 1 == folder.len();
+            if pending.is_empty() || !(last || share.is_some_and(|n| pending.len() >= n)) {
+                continue;
+            }
+            groups += 1;
+            bar.set_message(format!("group {groups}"));
+            // Stragglers (a folder's last images, after unreadable files or a resumed run
+            // left fewer than a group): scored with other images of their folder as
+            // context, read again from disk, rather than alone.
+            let mut context = 0;
+            if images.len() < MIN_GROUP {
+                let others = context_images(&folder, &pending, mutual.group - images.len());
+                context = others.len();
+                images.splice(0..0, others);
+            }
+            let found = detector.detect_group_or_alone(&images, mutual);
+            let scored = pending.drain(..).zip(&images[context..]);
+            for (((mut row, file), image), found) in scored.zip(found.into_iter().skip(context)) {
+                row.group = Some(groups);
+                row.context = (context > 0).then_some(context);
+                row = match found {
+                    Ok((d, scored)) => {
+                        match scored {
+                            Scored::Mutual { group } => {
+                                row.scored_as = Some("mutual".into());
+                                row.group_size = Some(group);
+                            }
+                            Scored::Alone { why } => {
+                                row.scored_as = Some(alone_mode.into());
+                                row.fallback = Some(why);
+                            }
+                        }
+                        write_outputs(&d, image, file, args, out, &mut used, row)
+                    }
+                    Err(e) => failed(row, &e),
+                };
+                report.push(row)?;
+            }
+            images.clear();
+        }
+    }
+    bar.finish_and_clear();
+    Ok(skipped)
+}
+
+/// Up to `n` readable images of `folder` other than the `pending` ones, the nearest before
+/// them first: the context stragglers are scored with. A file that no longer reads is
+/// passed over; at most `2n` files are tried.
+fn context_images(folder: &[&PathBuf], pending: &[(Row, &Path)], n: usize) -> Vec<DynamicImage> {
+    let mut found = Vec::new();
+    let others = folder
+        .iter()
+        .rev()
+        .filter(|f| !pending.iter().any(|(_, p)| p == &f.as_path()) && is_image_name(f));
+    for file in others.take(2 * n) {
+        let image = std::fs::read(file)
+            .map_err(|e| Error::io(file, e))
+            .and_then(|bytes| decode_image_lenient(&bytes));
+        if let Ok((image, None)) = image {
+            found.push(image);
+        }
+        if found.len() == n {
+            break;
+        }
+    }
+    found.reverse();
+    found
+}
+
+/// `files` by the folder that holds them, folders in the order first met, files in order.
+fn by_folder(files: &[PathBuf]) -> Vec<Vec<&PathBuf>> {
+    let mut folders: Vec<(Option<&Path>, Vec<&PathBuf>)> = Vec::new();
+    for f in files {
+        let parent = f.parent();
+        match folders.iter_mut().find(|(p, _)| *p == parent) {
+            Some((_, list)) => list.push(f),
+            None => folders.push((parent, vec![f])),
+        }
+    }
+    folders.into_iter().map(|(_, list)| list).collect()
 }
 
 /// What became of one input before the model: a row to write (with the image to score,

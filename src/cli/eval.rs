@@ -6,9 +6,11 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::model::ModelArgs;
+use super::mutual::MutualArgs;
 use crate::data::dataset::{Dataset, Format};
+use crate::detect::Mutual;
 use crate::detect::memory::FewShot;
-use crate::eval::evaluate::{CategoryMetrics, EvalReport, evaluate_with};
+use crate::eval::evaluate::{CategoryMetrics, EvalReport, evaluate_mutual, evaluate_with};
 use crate::eval::few_shot::{FewShotProtocol, FewShotReport, evaluate_few_shot};
 use crate::{Error, Result, atomic};
 
@@ -24,11 +26,13 @@ pub struct EvalArgs {
     out: PathBuf,
     /// Test images per forward pass (only this many are decoded at once); default: the
     /// fastest on the backend (1 on the CPU, 8 on GPUs).
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64), conflicts_with = "mutual")]
     batch: Option<u16>,
+    #[command(flatten)]
+    mutual: MutualArgs,
     /// Few-shot mode, WinCLIP's protocol: K normal images per category, drawn from its
-    /// training split (`train/good`), are the reference memory.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    /// training split (`train/good`), are the reference memory. Not with --mutual.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000), conflicts_with = "mutual")]
     shots: Option<u32>,
     /// Few-shot runs, with seeds 0, 1, …: the report gives each metric's mean and spread.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -64,6 +68,7 @@ fn write_outputs(
     out: &std::path::Path,
     report: &EvalReport,
     few_shot: Option<&FewShotReport>,
+    mutual: Option<&Mutual>,
 ) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let summary = few_shot.map(|f| {
@@ -74,6 +79,7 @@ fn write_outputs(
     let json = serde_json::to_vec_pretty(&serde_json::json!({
         "categories": report.categories, "mean": report.mean, "images_per_second": report.images_per_second,
         "few_shot": summary, "failed": report.failed,
+        "mutual": mutual, "scored_alone": report.scored_alone,
         "note": "null: undefined (a category without anomalies or masks); aupro is AUPRO@0.3, normalised",
     }))
     .map_err(|e| Error::Invalid(e.to_string()))?;
@@ -114,6 +120,7 @@ fn write_outputs(
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
+    let mutual = args.mutual.options()?;
     let data = Dataset::load(&args.data, args.format)?;
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
     let (detector, _) = args.model.detector()?;
@@ -148,17 +155,34 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 mean: f.mean[n].clone(),
                 scores: f.runs[0].scores.clone(),
                 failed: f.runs[0].failed.clone(),
+                scored_alone: 0,
                 images_per_second: f.runs.iter().map(|r| r.images_per_second).sum::<f64>()
                     / f.runs.len() as f64,
             };
             (summary, Some(f))
         }
-        None => (
-            evaluate_with(&detector, &data, batch, |_| Ok(()), |_| bar.inc(1))?,
-            None,
-        ),
+        None => match &mutual {
+            Some(m) => (evaluate_mutual(&detector, &data, m, |_| bar.inc(1))?, None),
+            None => (
+                evaluate_with(&detector, &data, batch, |_| Ok(()), |_| bar.inc(1))?,
+                None,
+            ),
+        },
     };
     bar.finish_and_clear();
+    if let Some(m) = &mutual {
+        println!(
+            "mutual: groups of at most {} test images per category, λ {}",
+            m.group, m.weight
+        );
+        if report.scored_alone > 0 {
+            eprintln!(
+                "kanoclip: warning: {} test image(s) were scored alone (zero-shot): their \
+                 group had fewer than 3 readable images",
+                report.scored_alone
+            );
+        }
+    }
     if let Some(f) = &few_shot {
         println!(
             "few-shot: {} normal images per category, λ {}, mean over seeds {:?}",
@@ -188,5 +212,5 @@ pub fn run(args: EvalArgs) -> Result<()> {
             report.failed[0].error
         );
     }
-    write_outputs(&args.out, &report, few_shot.as_ref())
+    write_outputs(&args.out, &report, few_shot.as_ref(), mutual.as_ref())
 }

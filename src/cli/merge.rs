@@ -162,7 +162,7 @@ fn missing_shards(merged: &Value) -> Result<Vec<String>> {
 }
 
 /// The shards' reports as one: their results in file order, the counts recomputed. The
-/// shards must agree on the mode, the threshold and the few-shot references, and no shard
+/// shards must agree on the mode, the threshold, the few-shot references and mutual scoring, and no shard
 /// label or file may appear twice (the same shard given twice, or shards of different
 /// splits). Returns the merged report's fields and its rows.
 pub fn merge(files: &[PathBuf]) -> Result<(Value, Vec<Row>)> {
@@ -184,7 +184,7 @@ pub fn merge(files: &[PathBuf]) -> Result<(Value, Vec<Row>)> {
         match &merged {
             None => merged = Some(report),
             Some(first) => {
-                for key in ["mode", "threshold", "few_shot"] {
+                for key in ["mode", "threshold", "few_shot", "mutual"] {
                     if first[key] != report[key] {
                         return Err(Error::Incompatible(format!(
                             "{}: `{key}` is {}, the first report's is {}",

@@ -8,6 +8,7 @@ mod inputs;
 mod knowledge;
 mod merge;
 mod model;
+mod mutual;
 mod reference;
 mod report;
 mod synth;

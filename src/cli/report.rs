@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::reference::FewShotInfo;
-use crate::detect::Timings;
+use crate::detect::{Mutual, Timings};
 use crate::{Error, Result, atomic};
 
 /// One input's line of the report.
@@ -26,6 +26,24 @@ pub(super) struct Row {
     pub(super) width: Option<u32>,
     pub(super) height: Option<u32>,
     pub(super) timings: Option<Timings>,
+    /// With `--mutual`: how the image was scored, `mutual`, or alone by the detector's own
+    /// map (`zero-shot`, `few-shot`) when its group could not be scored mutually.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) scored_as: Option<String>,
+    /// With `--mutual`: the group's number in this run (from 1) and how many images it
+    /// scored together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) group: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) group_size: Option<usize>,
+    /// How many of the group were context: other images of the folder, scored again with
+    /// a folder's last one or two images so that those are not scored alone (their own
+    /// rows are the earlier ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) context: Option<usize>,
+    /// Why the image was scored alone in a `--mutual` run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) fallback: Option<String>,
     /// Set when the file was cut short and scored anyway (`--allow-truncated`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) truncated: Option<String>,
@@ -45,6 +63,9 @@ pub(super) struct Report<'a> {
     pub(super) errors: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) few_shot: Option<FewShotInfo>,
+    /// With `--mutual`: λ and the largest group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) mutual: Option<Mutual>,
     pub(super) results: Vec<Row>,
 }
 
@@ -72,6 +93,11 @@ pub(super) fn empty_row(file: &Path) -> Row {
         width: None,
         height: None,
         timings: None,
+        scored_as: None,
+        group: None,
+        group_size: None,
+        context: None,
+        fallback: None,
         truncated: None,
         error: None,
     }
@@ -87,7 +113,7 @@ pub(super) fn csv(rows: &[Row]) -> String {
     let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
     let num = |v: Option<f32>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
     let mut out = String::from(
-        "file,score,is_anomalous,map_max,global_probability,preprocess_ms,backbone_ms,head_ms,postprocess_ms,truncated,error\n",
+        "file,score,is_anomalous,map_max,global_probability,preprocess_ms,backbone_ms,head_ms,postprocess_ms,scored_as,group,group_size,truncated,error\n",
     );
     for r in rows {
         let t = r.timings.unwrap_or_default();
@@ -99,7 +125,7 @@ pub(super) fn csv(rows: &[Row]) -> String {
             }
         };
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             q(&r.file),
             num(r.score),
             r.is_anomalous.map(|b| b.to_string()).unwrap_or_default(),
@@ -109,6 +135,9 @@ pub(super) fn csv(rows: &[Row]) -> String {
             ms(t.backbone_ms),
             ms(t.head_ms),
             ms(t.postprocess_ms),
+            r.scored_as.as_deref().unwrap_or(""),
+            r.group.map(|g| g.to_string()).unwrap_or_default(),
+            r.group_size.map(|g| g.to_string()).unwrap_or_default(),
             r.truncated.is_some(),
             q(r.error.as_deref().unwrap_or(""))
         ));
@@ -198,6 +227,12 @@ impl ReportWriter {
             })
     }
 
+    /// The highest group number the report's rows hold (0 without groups), so that a
+    /// resumed `--mutual` run numbers its groups after the earlier run's.
+    pub fn last_group(&self) -> usize {
+        self.rows.iter().filter_map(|r| r.group).max().unwrap_or(0)
+    }
+
     /// Append one row to `report.jsonl`, flushed before this returns.
     pub fn push(&mut self, row: Row) -> Result<()> {
         use std::io::Write;
@@ -227,6 +262,7 @@ impl ReportWriter {
             anomalous: anomalous(&rows),
             errors: rows.len() - images(&rows),
             few_shot: header.few_shot,
+            mutual: header.mutual,
             results: rows,
         };
         let json = serde_json::to_vec_pretty(&report).map_err(Error::from)?;
@@ -243,6 +279,7 @@ pub(super) struct Header<'a> {
     pub backend: String,
     pub threshold: f64,
     pub few_shot: Option<FewShotInfo>,
+    pub mutual: Option<Mutual>,
 }
 
 /// The rows of a `report.jsonl`; a line that does not parse (one cut short by a crash) is

@@ -11,6 +11,23 @@ use super::{Detection, Detector, Run, maps};
 use crate::error::{Error, Result};
 use crate::tensor_io::{to_vec, to_vec_async};
 
+/// How [`Detector::detect_group_or_alone`] scored an image.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scored {
+    /// Mutually, in a group of this many images.
+    Mutual {
+        /// The group's size.
+        group: usize,
+    },
+    /// Alone, by the detector's own map (zero-shot, or few-shot with a memory set),
+    /// because its group could not be scored mutually.
+    Alone {
+        /// Why.
+        why: String,
+    },
+}
+
 impl Detector {
     /// Score `images` as one group (spec §11): each against the others, no text and no
     /// references needed. The map is `(1 − λ) · this detector's map + λ · mutual map`
@@ -55,6 +72,61 @@ impl Detector {
             start += n;
         }
         Ok(out)
+    }
+
+    /// One group of images as a run over real files needs it: never losing an image to
+    /// another. The images are scored as one group when they can be; if the group fails
+    /// (an image the detector refuses), each image is tried alone to find the ones at
+    /// fault, and the rest are scored as a group again. With fewer than [`MIN_GROUP`]
+    /// images left, they are scored alone (zero-shot, or few-shot with a memory set) and
+    /// [`Scored::Alone`] says so. One result per image, in order.
+    pub fn detect_group_or_alone(
+        &self,
+        images: &[DynamicImage],
+        mutual: &Mutual,
+    ) -> Vec<Result<(Detection, Scored)>> {
+        let alone = |why: String| Scored::Alone { why };
+        let n = images.len();
+        // A bad λ or G fails every group alike: no use trying each image.
+        if mutual.validate().is_err() {
+            return images
+                .iter()
+                .map(|_| Err(mutual.validate().expect_err("checked")))
+                .collect();
+        }
+        if n >= MIN_GROUP
+            && let Ok(found) = self.detect_group(images, mutual)
+        {
+            let scored = Scored::Mutual { group: n };
+            return found.into_iter().map(|d| Ok((d, scored.clone()))).collect();
+        }
+        let each: Vec<Result<Detection>> = images.iter().map(|img| self.detect(img)).collect();
+        let good: Vec<usize> = (0..n).filter(|&i| each[i].is_ok()).collect();
+        let why = if n < MIN_GROUP {
+            format!("a group of {n}: mutual scoring needs {MIN_GROUP} images")
+        } else {
+            format!("{} of the group's {n} images could be scored", good.len())
+        };
+        if good.len() >= MIN_GROUP && good.len() < n {
+            let subset: Vec<DynamicImage> = good.iter().map(|&i| images[i].clone()).collect();
+            if let Ok(found) = self.detect_group(&subset, mutual) {
+                let group = good.len();
+                let mut found = found.into_iter();
+                return each
+                    .into_iter()
+                    .map(|r| match r {
+                        Ok(_) => Ok((
+                            found.next().expect("one per image"),
+                            Scored::Mutual { group },
+                        )),
+                        Err(e) => Err(e),
+                    })
+                    .collect();
+            }
+        }
+        each.into_iter()
+            .map(|r| r.map(|d| (d, alone(why.clone()))))
+            .collect()
     }
 
     /// The group's forward passes, a few images at a time, then the mutual map over all of

@@ -13,7 +13,8 @@ use serde::Serialize;
 
 use crate::clip::preprocess::load_image;
 use crate::data::dataset::{Dataset, Sample, Split};
-use crate::detect::Detector;
+use crate::detect::mutual::group_sizes;
+use crate::detect::{Detector, Mutual, Scored};
 use crate::error::{Error, Result};
 use crate::eval::metrics::{PixelHistogram, auroc, average_precision, f1_max};
 use crate::eval::pro::ProHistogram;
@@ -82,6 +83,9 @@ pub struct EvalReport {
     pub scores: Vec<ScoreRow>,
     /// The images that could not be scored, with why.
     pub failed: Vec<FailedRow>,
+    /// With mutual scoring: the images scored alone, because their group had fewer than
+    /// three readable images.
+    pub scored_alone: usize,
     /// Throughput of the whole run.
     pub images_per_second: f64,
 }
@@ -124,6 +128,57 @@ pub fn evaluate_with(
     detector: &Detector,
     data: &Dataset,
     batch: usize,
+    before: impl FnMut(&str) -> Result<()>,
+    progress: impl FnMut(&Sample),
+) -> Result<EvalReport> {
+    evaluate_scored(detector, data, &Scoring::Batch(batch), before, progress)
+}
+
+/// [`evaluate`] with mutual scoring (spec §11): each category's test images scored
+/// against each other, in even groups of at most `mutual.group` (categories never mixed),
+/// by [`Detector::detect_group_or_alone`]. Images scored alone (a group left with fewer
+/// than three readable images) are counted in [`EvalReport::scored_alone`].
+pub fn evaluate_mutual(
+    detector: &Detector,
+    data: &Dataset,
+    mutual: &Mutual,
+    progress: impl FnMut(&Sample),
+) -> Result<EvalReport> {
+    mutual.validate()?;
+    evaluate_scored(
+        detector,
+        data,
+        &Scoring::Mutual(*mutual),
+        |_| Ok(()),
+        progress,
+    )
+}
+
+/// How [`evaluate_category`] scores a category's test images.
+enum Scoring {
+    /// Each alone, this many per forward pass.
+    Batch(usize),
+    /// Against each other.
+    Mutual(Mutual),
+}
+
+impl Scoring {
+    /// The sizes of the chunks `n` test images are scored in.
+    fn chunks(&self, n: usize) -> Vec<usize> {
+        match self {
+            Scoring::Batch(b) => {
+                let b = (*b).max(1);
+                (0..n).step_by(b).map(|start| b.min(n - start)).collect()
+            }
+            Scoring::Mutual(m) => group_sizes(n, m.group),
+        }
+    }
+}
+
+fn evaluate_scored(
+    detector: &Detector,
+    data: &Dataset,
+    scoring: &Scoring,
     mut before: impl FnMut(&str) -> Result<()>,
     mut progress: impl FnMut(&Sample),
 ) -> Result<EvalReport> {
@@ -131,6 +186,7 @@ pub fn evaluate_with(
     let mut categories = Vec::new();
     let mut scores = Vec::new();
     let mut failed = Vec::new();
+    let mut scored_alone = 0;
     for category in data.categories() {
         let test: Vec<&Sample> = data
             .samples
@@ -155,8 +211,8 @@ pub fn evaluate_with(
                 detector,
                 &category,
                 &test,
-                batch.max(1),
-                (&mut scores, &mut failed),
+                scoring,
+                (&mut scores, &mut failed, &mut scored_alone),
                 &mut progress,
             );
             categories.push(m);
@@ -185,6 +241,7 @@ pub fn evaluate_with(
         mean,
         scores,
         failed,
+        scored_alone,
         images_per_second,
     })
 }
@@ -195,8 +252,8 @@ fn evaluate_category(
     detector: &Detector,
     category: &str,
     test: &[&Sample],
-    batch: usize,
-    (scores, failed): (&mut Vec<ScoreRow>, &mut Vec<FailedRow>),
+    scoring: &Scoring,
+    (scores, failed, scored_alone): (&mut Vec<ScoreRow>, &mut Vec<FailedRow>, &mut usize),
     progress: &mut impl FnMut(&Sample),
 ) -> CategoryMetrics {
     let with_masks = test.iter().filter(|s| s.label).all(|s| !s.masks.is_empty());
@@ -211,7 +268,10 @@ fn evaluate_category(
             error: e.to_string().replace('\n', "; "),
         });
     };
-    for chunk in test.chunks(batch) {
+    let mut start = 0;
+    for size in scoring.chunks(test.len()) {
+        let chunk = &test[start..start + size];
+        start += size;
         let loaded: Vec<Result<DynamicImage>> =
             chunk.par_iter().map(|s| load_image(&s.path)).collect();
         let (mut ok, mut images) = (Vec::new(), Vec::new());
@@ -227,10 +287,22 @@ fn evaluate_category(
                 }
             }
         }
-        // One batch; one by one if the batch fails, so one image cannot cost the others.
-        let found: Vec<Result<_>> = match detector.detect_batch(&images) {
-            Ok(found) => found.into_iter().map(Ok).collect(),
-            Err(_) => images.iter().map(|img| detector.detect(img)).collect(),
+        let found: Vec<Result<_>> = match scoring {
+            // One batch; one by one if the batch fails, so one image cannot cost the others.
+            Scoring::Batch(_) => match detector.detect_batch(&images) {
+                Ok(found) => found.into_iter().map(Ok).collect(),
+                Err(_) => images.iter().map(|img| detector.detect(img)).collect(),
+            },
+            Scoring::Mutual(m) => detector
+                .detect_group_or_alone(&images, m)
+                .into_iter()
+                .map(|r| {
+                    r.map(|(d, how)| {
+                        *scored_alone += usize::from(matches!(how, Scored::Alone { .. }));
+                        d
+                    })
+                })
+                .collect(),
         };
         for (s, d) in ok.into_iter().zip(found) {
             let scored = d.and_then(|d| {
