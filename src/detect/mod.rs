@@ -33,7 +33,7 @@ use crate::head::prompts::{PromptTokens, l2_normalize};
 use crate::head::{BackboneId, Head, score};
 use crate::tensor_io::{to_vec, to_vec_async};
 pub use config::DetectorConfig;
-pub use group::Scored;
+pub use group::{GroupScorer, Scored};
 use head_file::{HeadMeta, check_levels, load_head_file};
 use memory::{FewShot, ReferenceMemory};
 pub use mutual::Mutual;
