@@ -1,6 +1,6 @@
 // The demo page: everything happens here and in the package's worker; the only requests
 // go to this page's own origin (the model bundle and the sample images).
-import { createDetector } from './kanoclip-wasm/dist/index.js';
+import { createDetector, groupSizes } from './kanoclip-wasm/dist/index.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -36,6 +36,7 @@ function fail(e) {
 function setReady(ready) {
   for (const el of document.querySelectorAll('[data-needs-model], #samples button')) el.disabled = !ready;
   $('drop').setAttribute('aria-disabled', String(!ready));
+  $('batch-drop').setAttribute('aria-disabled', String(!ready));
 }
 
 /** The colour scale of the map, drawn by the package's own colouring of a 0→1 ramp. */
@@ -208,6 +209,7 @@ async function applyReferences(files, calibrate) {
 function explain(cal, files) {
   $('threshold').value = String(cal.threshold);
   $('threshold-value').textContent = cal.threshold.toFixed(3);
+  if (batch.length) $('batch-status').textContent = renderBatch();
   const n = cal.images;
   let text = `Threshold set to ${cal.threshold.toFixed(3)} from ${n} normal image${n === 1 ? '' : 's'}: ` +
     `their scores have mean ${cal.mean.toFixed(3)}, standard deviation ${cal.std.toFixed(3)} and maximum ${cal.max.toFixed(3)}. ` +
@@ -234,6 +236,27 @@ function stopCamera() {
 }
 
 /** Files: the drop zone, the file picker and pasting. */
+/** Every file dropped: the files themselves, or the files inside dropped folders. */
+async function droppedFiles(dt) {
+  const entries = [...(dt?.items || [])].map((i) => i.webkitGetAsEntry?.()).filter(Boolean);
+  if (!entries.some((e) => e.isDirectory)) return [...(dt?.files || [])];
+  const out = [];
+  const walk = async (entry) => {
+    if (entry.isFile) {
+      out.push(await new Promise((resolve, reject) => entry.file(resolve, reject)));
+      return;
+    }
+    const reader = entry.createReader();
+    for (;;) {
+      const some = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+      if (!some.length) break;
+      for (const e of some) await walk(e);
+    }
+  };
+  for (const e of entries) await walk(e);
+  return out;
+}
+
 function setupInputs() {
   const drop = $('drop');
   const dropReady = () => drop.getAttribute('aria-disabled') !== 'true';
@@ -278,6 +301,7 @@ function setupView() {
     $('threshold-value').textContent = t.toFixed(3);
     await detector?.setThreshold(t);
     if (last) show(last.result);
+    if (batch.length) $('batch-status').textContent = renderBatch();
   });
 }
 
@@ -395,7 +419,146 @@ function setupSamples() {
   }
 }
 
+// The batch view: mutual scoring of several images of one product (spec §11).
+const THUMB = 384;
+let batch = []; // [{ name, score, scoredAs, fallback, view }] or [{ name, error }]
+let batchAbort = null;
+const isImageFile = (f) => f.type.startsWith('image/') || /\.(png|jpe?g|bmp|tiff?|webp|gif)$/i.test(f.name);
+
+/** `result`'s overlay on `file`, at most THUMB pixels wide: the batch keeps no full-size maps. */
+async function thumbnail(file, result) {
+  const scale = Math.min(1, THUMB / Math.max(result.width, result.height));
+  const c = document.createElement('canvas');
+  c.width = Math.max(1, Math.round(result.width * scale));
+  c.height = Math.max(1, Math.round(result.height * scale));
+  c.setAttribute('aria-hidden', 'true');
+  const ctx = c.getContext('2d');
+  try {
+    const bitmap = await createImageBitmap(file);
+    ctx.drawImage(bitmap, 0, 0, c.width, c.height);
+    bitmap.close();
+  } catch {
+    // The model read it, the browser cannot draw it (e.g. TIFF): the map alone.
+  }
+  const overlay = await detector.heatmap(result, Number($('opacity').value));
+  ctx.drawImage(overlay, 0, 0, c.width, c.height);
+  overlay.close();
+  return c;
+}
+
+/** The batch, most anomalous first, with verdicts at the threshold now in force. */
+function renderBatch() {
+  const t = Number($('threshold').value);
+  const list = $('batch-results');
+  const ranked = [...batch].sort((a, b) => (b.score ?? -Infinity) - (a.score ?? -Infinity));
+  list.replaceChildren(
+    ...ranked.map((item) => {
+      const li = document.createElement('li');
+      const caption = document.createElement('p');
+      if (item.error) {
+        caption.textContent = `${item.name}: could not be read (${item.error})`;
+      } else {
+        const anomalous = item.score >= t;
+        li.classList.toggle('anomalous', anomalous);
+        li.append(item.view);
+        caption.textContent = `${item.name}: ${item.score.toFixed(4)}, ${anomalous ? 'anomalous' : 'normal'}` +
+          (item.scoredAs === 'alone' ? ` (scored alone: ${item.fallback})` : '');
+      }
+      li.append(caption);
+      return li;
+    }),
+  );
+  const scored = batch.filter((b) => !b.error);
+  const anomalous = scored.filter((b) => b.score >= t).length;
+  const unread = batch.length - scored.length;
+  return `${scored.length} image${scored.length === 1 ? '' : 's'} scored against each other, ${anomalous} anomalous at ` +
+    `threshold ${t.toFixed(3)}${unread ? `; ${unread} could not be read` : ''}.`;
+}
+
+/** Score `files` against each other, group by group (each group's maps are dropped once drawn). */
+async function runBatch(files) {
+  const images = files.filter(isImageFile);
+  if (!detector) return null;
+  if (!images.length) {
+    $('batch-status').textContent = 'No image files among those chosen.';
+    return null;
+  }
+  const group = Math.round(Number($('batch-group').value));
+  return queued(async () => {
+    $('error').textContent = '';
+    batch = [];
+    renderBatch();
+    const abort = new AbortController();
+    batchAbort = abort;
+    $('batch-stop').hidden = false;
+    const bar = $('batch-progress');
+    bar.hidden = false;
+    bar.value = 0;
+    const status = $('batch-status');
+    let done = 0;
+    let start = 0;
+    try {
+      for (const n of groupSizes(images.length, group)) {
+        const part = images.slice(start, start + n);
+        start += n;
+        const results = await detector.detect(part, {
+          mutual: { group },
+          signal: abort.signal,
+          onProgress: (p) => {
+            bar.value = (done + p.loaded) / images.length;
+            status.textContent = `Reading and comparing image ${done + p.loaded} of ${images.length}…`;
+          },
+        });
+        for (const [i, r] of results.entries()) {
+          const name = part[i].webkitRelativePath || part[i].name;
+          if (r instanceof Error) batch.push({ name, error: r.message.replace(/^kanoclip: /, '') });
+          else batch.push({ name, score: r.score, scoredAs: r.mutual.scoredAs, fallback: r.mutual.fallback, view: await thumbnail(part[i], r) });
+        }
+        done += n;
+        status.textContent = renderBatch();
+      }
+      if (images.length < 3) status.textContent += ' Fewer than 3 images: each was scored alone (zero-shot).';
+    } catch (e) {
+      if (e.code === 'ABORTED') status.textContent = `Stopped. ${renderBatch()}`;
+      else fail(e);
+    } finally {
+      bar.hidden = true;
+      $('batch-stop').hidden = true;
+      batchAbort = null;
+    }
+    return batch;
+  });
+}
+
+/** The batch view's inputs: drop zone, files, folder, group size, stop. */
+function setupBatch() {
+  const drop = $('batch-drop');
+  const ready = () => drop.getAttribute('aria-disabled') !== 'true';
+  drop.addEventListener('click', () => ready() && $('batch-files').click());
+  drop.addEventListener('keydown', (e) => {
+    if ((e.key === 'Enter' || e.key === ' ') && ready()) {
+      e.preventDefault();
+      $('batch-files').click();
+    }
+  });
+  drop.addEventListener('dragover', (e) => {
+    e.preventDefault();
+    drop.classList.add('over');
+  });
+  drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+  drop.addEventListener('drop', async (e) => {
+    e.preventDefault();
+    drop.classList.remove('over');
+    if (ready()) runBatch(await droppedFiles(e.dataTransfer)).catch(fail);
+  });
+  for (const id of ['batch-files', 'batch-folder']) {
+    $(id).addEventListener('change', (e) => runBatch([...(e.target.files || [])]).catch(fail));
+  }
+  $('batch-stop').addEventListener('click', () => batchAbort?.abort());
+}
+
 function setup() {
+  setupBatch();
   setupInputs();
   setupView();
   setupBackend();
@@ -408,6 +571,8 @@ function setup() {
 window.kanoclipDemo = {
   inspect,
   applyReferences,
+  runBatch,
+  batch: () => batch,
   detector: () => detector,
   lastResult: () => last?.result ?? null,
   loadMs: null,

@@ -2,7 +2,7 @@
 // `any`. These read them field by field into the package's types, so a mismatch between
 // the module and this code is an INTERNAL error naming the field, not a wrong value later.
 
-import type { CalibrationStats, DetectionResult, ReferenceInfo, Timings } from './protocol.js';
+import type { CalibrationStats, DetectionResult, GroupInfo, ReferenceInfo, Timings } from './protocol.js';
 import { KanoclipError } from './errors.js';
 
 function bad(what: string): KanoclipError {
@@ -103,4 +103,14 @@ export function calibrationOf(o: unknown): CalibrationStats {
     max: num(o, 'max'),
     meanPlus3Std: num(o, 'meanPlus3Std'),
   };
+}
+
+/** A mutual batch's result: the detection and how it was scored. */
+export function groupResultOf(o: unknown): DetectionResult & { mutual: GroupInfo } {
+  const info = get(o, 'mutual');
+  const scoredAs = get(info, 'scoredAs');
+  if (scoredAs !== 'mutual' && scoredAs !== 'alone') throw bad('mutual.scoredAs');
+  const fallback = get(info, 'fallback') ?? null;
+  if (fallback !== null && typeof fallback !== 'string') throw bad('mutual.fallback');
+  return { ...detectionOf(o), mutual: { scoredAs, groupSize: num(info, 'groupSize'), fallback } };
 }

@@ -1,10 +1,10 @@
 // The inference side: loads the bundle and the wasm module and answers requests one at a
 // time. It runs in a Web Worker (worker.ts) or, with `worker: false`, on the page itself.
 
-import type { Ready, Reply, Request } from './protocol.js';
+import type { GroupEntry, Ready, Reply, Request } from './protocol.js';
 import { loadBundle } from './weights.js';
 import { KanoclipError, messageOf, toKanoclipError } from './errors.js';
-import { backendOf, builtReferenceOf, calibrationOf, detectionOf, referenceInfoOf } from './check.js';
+import { backendOf, builtReferenceOf, calibrationOf, detectionOf, groupResultOf, referenceInfoOf } from './check.js';
 
 import type { WebDetector } from '../wasm/kanoclip.js';
 
@@ -104,6 +104,34 @@ export function createEngine(post: (r: Reply, transfer?: Transferable[]) => void
         case 'reference': {
           const info = builtReferenceOf(await need(detector).setReference(req.items, req.names, req.weight));
           post({ id, type: 'ok', kind: 'reference', value: info });
+          return;
+        }
+        case 'group': {
+          // Each image's forward pass as it is added (only its tokens stay), so progress
+          // is per image and one unreadable image costs only itself.
+          const group = need(detector).beginGroup(req.weight, req.group);
+          const entries: (GroupEntry | null)[] = [];
+          try {
+            for (const [i, item] of req.items.entries()) {
+              try {
+                if (item instanceof Uint8Array) group.addEncoded(item);
+                else group.addRgba(item.rgba, item.width, item.height);
+                entries.push(null);
+              } catch (e) {
+                if (isTrap(e)) throw e;
+                const k = toKanoclipError(e);
+                entries.push({ error: { code: k.code, message: k.message } });
+              }
+              post({ id, type: 'progress', progress: { phase: 'images', loaded: i + 1, total: req.items.length, cached: false } });
+            }
+            const scored = entries.some((e) => e === null) ? ((await group.finish()) as unknown[]) : [];
+            let next = 0;
+            const value: GroupEntry[] = entries.map((e) => e ?? { ok: groupResultOf(scored[next++]) });
+            const maps = value.flatMap((e) => ('ok' in e ? [e.ok.map.buffer] : []));
+            post({ id, type: 'ok', kind: 'group', value }, maps);
+          } finally {
+            group.free();
+          }
           return;
         }
         case 'referenceInfo':

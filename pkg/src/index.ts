@@ -6,13 +6,15 @@ import { inlineTransport, workerTransport } from './transport.js';
 import type { Transport } from './transport.js';
 import { toPayload } from './inputs.js';
 import { overlayBitmap } from './heatmap.js';
-import type { DetectOptions, DetectorOptions, ImageInput } from './options.js';
+import type { DetectOptions, DetectorOptions, ImageInput, MutualDetectOptions } from './options.js';
+import { DEFAULT_GROUP, MAX_GROUP, MIN_GROUP, groupSizes } from './groups.js';
 import { CACHE_NAME as CACHE_NAME_LOCAL } from './weights.js';
 import { answers } from './protocol.js';
 import type {
   BackendChoice,
   CalibrationStats,
   DetectionResult,
+  GroupResult,
   Kind,
   Ok,
   Payload,
@@ -33,13 +35,16 @@ export type {
   BackendChoice,
   CalibrationStats,
   DetectionResult,
+  GroupInfo,
+  GroupResult,
   Progress,
   ReferenceInfo,
   SkippedImage,
   Stats,
   Timings,
 } from './protocol.js';
-export type { DetectOptions, DetectorOptions, ImageInput } from './options.js';
+export type { DetectOptions, DetectorOptions, ImageInput, MutualDetectOptions, MutualOptions } from './options.js';
+export { DEFAULT_GROUP, groupSizes } from './groups.js';
 export { CACHE_NAME } from './weights.js';
 export { KanoclipError } from './errors.js';
 export type { ErrorCode } from './errors.js';
@@ -258,12 +263,18 @@ export class Detector {
    * const one = await detector.detect(file);
    * const many = await detector.detect([a, b, c], { signal: AbortSignal.timeout(30_000) });
    */
+  async detect(images: ImageInput[], options: MutualDetectOptions): Promise<(GroupResult | KanoclipError)[]>;
   async detect(image: ImageInput, options?: DetectOptions): Promise<DetectionResult>;
   async detect(images: ImageInput[], options?: DetectOptions): Promise<DetectionResult[]>;
   async detect(
     image: ImageInput | ImageInput[],
-    { signal }: DetectOptions = {},
-  ): Promise<DetectionResult | DetectionResult[]> {
+    options: DetectOptions | MutualDetectOptions = {},
+  ): Promise<DetectionResult | DetectionResult[] | (GroupResult | KanoclipError)[]> {
+    const { signal } = options;
+    if ('mutual' in options && options.mutual) {
+      if (!Array.isArray(image)) throw err('INVALID_ARGUMENT', 'mutual scoring takes an array of images');
+      return this.#detectMutual(image, options);
+    }
     if (Array.isArray(image)) return Promise.all(image.map((i) => this.detect(i, { signal })));
     if (this.#disposed) throw disposed();
     if (signal?.aborted) throw aborted();
@@ -275,6 +286,67 @@ export class Detector {
       return this.#request(payload, payload.type === 'encoded' ? [payload.bytes.buffer] : [payload.rgba.buffer]);
     });
     return abortable(job, signal);
+  }
+
+  /**
+   * A mutual batch (spec §11): the images in even groups of at most `group`, each group
+   * one request, its images read only when its turn comes (pixel sources are copied when
+   * called, as `detect` does). An image that cannot be read or scored takes its place in
+   * the result as a `KanoclipError`, and its group goes on without it; a group left with
+   * fewer than 3 images is scored alone (`mutual.scoredAs === 'alone'`).
+   */
+  async #detectMutual(images: ImageInput[], options: MutualDetectOptions): Promise<(GroupResult | KanoclipError)[]> {
+    const { signal, onProgress } = options;
+    const settings = options.mutual === true ? {} : options.mutual;
+    const weight = settings.weight ?? 1;
+    const group = settings.group ?? DEFAULT_GROUP;
+    if (!(weight >= 0 && weight <= 1)) throw err('INVALID_ARGUMENT', `the mutual weight ${weight} is not in [0, 1]`);
+    if (!(Number.isInteger(group) && group >= MIN_GROUP && group <= MAX_GROUP)) {
+      throw err('INVALID_ARGUMENT', `the mutual group size ${group} is not a whole number in ${MIN_GROUP}..=${MAX_GROUP}`);
+    }
+    if (this.#disposed) throw disposed();
+    if (signal?.aborted) throw aborted();
+    const deferred = (i: ImageInput) => typeof i === 'string' || (typeof Blob !== 'undefined' && i instanceof Blob);
+    // Pixel sources now, as `detect` copies them; files and URLs when their group's turn comes.
+    const snapshots = await Promise.all(
+      images.map(async (i) => (deferred(i) ? null : toPayload(i).catch((e: unknown) => toKanoclipError(e)))),
+    );
+    const out: (GroupResult | KanoclipError)[] = [];
+    let start = 0;
+    for (const [g, n] of groupSizes(images.length, group).entries()) {
+      const first = start;
+      start += n;
+      const job = this.#enqueue(async () => {
+        if (signal?.aborted) throw aborted();
+        const results: (GroupResult | KanoclipError)[] = new Array(n);
+        const items: ReferenceItem[] = [];
+        const slots: number[] = [];
+        for (let i = 0; i < n; i++) {
+          let p: Payload | KanoclipError | null = snapshots[first + i];
+          snapshots[first + i] = null;
+          if (p === null) p = await toPayload(images[first + i]).catch((e: unknown) => toKanoclipError(e));
+          if (p instanceof KanoclipError) results[i] = p;
+          else {
+            items.push(p.type === 'encoded' ? p.bytes : { rgba: p.rgba, width: p.width, height: p.height });
+            slots.push(i);
+          }
+        }
+        const unread = n - items.length;
+        const progress = (p: Progress) =>
+          onProgress?.({ phase: 'images', loaded: first + unread + p.loaded, total: images.length, cached: false });
+        progress({ phase: 'images', loaded: 0, total: n, cached: false });
+        if (items.length > 0) {
+          const transfer = items.map((it) => (it instanceof Uint8Array ? it.buffer : it.rgba.buffer));
+          const entries = await this.#request({ type: 'group', items, weight, group }, transfer, progress);
+          entries.forEach((e, k) => {
+            results[slots[k]] = 'ok' in e ? { ...e.ok, group: g + 1 } : err(e.error.code, e.error.message);
+          });
+        }
+        return results;
+      });
+      out.push(...(await abortable(job, signal)));
+    }
+    return out;
   }
 
   /**

@@ -68,3 +68,31 @@ export interface DetectOptions {
   /** Cancels the call while it waits its turn or runs: it rejects with `ABORTED`. */
   signal?: AbortSignal;
 }
+
+/**
+ * Mutual scoring of a batch (spec §11): each image scored against the others, no text
+ * or references needed. The images should show one product.
+ * @example
+ * const results = await detector.detect(files, { mutual: { group: 16, weight: 1 } });
+ */
+export interface MutualOptions {
+  /** The most images scored together, 3 to 256 (default 32); larger batches are split evenly. */
+  group?: number;
+  /** λ in [0, 1]: map = (1 − λ) · zero-shot (or few-shot) + λ · mutual (default 1). */
+  weight?: number;
+}
+
+/**
+ * Options of a mutual batch: `detect(images, { mutual: true })`.
+ * @example
+ * const results = await detector.detect(files, {
+ *   mutual: true,
+ *   onProgress: (p) => (bar.value = p.loaded / p.total),
+ * });
+ */
+export interface MutualDetectOptions extends DetectOptions {
+  /** `true` for the defaults, or the settings. */
+  mutual: true | MutualOptions;
+  /** Called as each image is read and added to its group (phase `images`). */
+  onProgress?: (p: Progress) => void;
+}

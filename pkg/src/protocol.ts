@@ -43,6 +43,29 @@ export interface DetectionResult {
 }
 
 /**
+ * How an image of a mutual batch was scored (`detect(images, { mutual: true })`).
+ * @example
+ * const results = await detector.detect(files, { mutual: true });
+ * for (const r of results) if (!(r instanceof Error)) console.log(r.mutual.scoredAs, r.mutual.groupSize);
+ */
+export interface GroupInfo {
+  /** `mutual`, or `alone` (the detector's own map) when its group had fewer than 3 readable images. */
+  scoredAs: 'mutual' | 'alone';
+  /** How many images were scored together. */
+  groupSize: number;
+  /** Why the image was scored alone, or null. */
+  fallback: string | null;
+}
+
+/**
+ * One image's result in a mutual batch: the result, how it was scored, and which group
+ * of the call (from 1) it was in.
+ * @example
+ * const [first] = await detector.detect(files, { mutual: true });
+ */
+export type GroupResult = DetectionResult & { mutual: GroupInfo; group: number };
+
+/**
  * How far a load or a reference build has got, in bytes (or images, for `reference`).
  * @example
  * const detector = await createDetector({
@@ -53,9 +76,10 @@ export interface DetectionResult {
 export interface Progress {
   /**
    * `manifest`, `weights` (downloading or reading the cache), `start` (building the model),
-   * or `reference` (reading known-good images, then building their memory).
+   * `reference` (reading known-good images, then building their memory), or `images`
+   * (a mutual batch: images read and added to their group).
    */
-  phase: 'manifest' | 'weights' | 'start' | 'reference';
+  phase: 'manifest' | 'weights' | 'start' | 'reference' | 'images';
   loaded: number;
   total: number;
   /** Whether the weights came from Cache Storage. */
@@ -67,7 +91,7 @@ export type Payload =
   | { type: 'encoded'; bytes: Uint8Array }
   | { type: 'rgba'; rgba: Uint8Array; width: number; height: number };
 
-/** What the engine sends for each reference image: the file's bytes or the pixels. */
+/** What the engine gets for each reference image or image of a group: the file's bytes or the pixels. */
 export type ReferenceItem = Uint8Array | { rgba: Uint8Array; width: number; height: number };
 
 /**
@@ -122,6 +146,7 @@ interface Bodies {
   threshold: { value: number };
   calibrate: { scores: number[] };
   reference: { items: ReferenceItem[]; names: string[]; weight: number };
+  group: { items: ReferenceItem[]; weight: number; group: number };
   referenceInfo: object;
   clearReference: object;
   exportReference: object;
@@ -139,6 +164,7 @@ export interface Values {
   threshold: null;
   calibrate: CalibrationStats;
   reference: ReferenceInfo;
+  group: GroupEntry[];
   referenceInfo: ReferenceInfo | null;
   clearReference: null;
   exportReference: Uint8Array;
@@ -162,6 +188,11 @@ export type Ok = { [K in Kind]: OkOf<K> }[Kind];
 export function answers<K extends Kind>(ok: Ok, kind: K): ok is Ok & OkOf<K> {
   return ok.kind === kind;
 }
+
+/** One image of a `group` request: its result, or why it could not be scored. */
+export type GroupEntry =
+  | { ok: DetectionResult & { mutual: GroupInfo } }
+  | { error: { code: ErrorCode; message: string } };
 
 /**
  * Engine statistics (for tests and diagnostics).

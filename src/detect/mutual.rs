@@ -21,8 +21,6 @@
 //! and the interval mean by repeated minima (no sort, which GPU backends read back).
 
 use burn::prelude::*;
-use burn::tensor::module::avg_pool2d;
-use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::{Int, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -142,21 +140,27 @@ fn layer_norm(x: Tensor<3>) -> Tensor<3> {
 }
 
 /// The mean over each token's `r × r` neighbourhood on the grid, zeros counted at the
-/// border; `r = 1` is the token itself.
+/// border; `r = 1` is the token itself. As `avg_pool2d` with stride 1, padding `r / 2` and
+/// `count_include_pad`, written as sums of shifted slices, one axis at a time: only
+/// concatenation, slicing and additions, which every backend has already (a pooling op
+/// would add its own kernels to the browser's download, about 40 KB gzipped).
 fn aggregate(z: Tensor<3>, grid: usize, r: usize) -> Tensor<3> {
     if r == 1 {
         return z;
     }
     let [n, p, w] = z.dims();
-    let maps = z.swap_dims(1, 2).reshape([n, w, grid, grid]);
-    let pooled = avg_pool2d(
-        maps,
-        AvgPoolOptions::new([r, r])
-            .with_stride([1, 1])
-            .with_padding([r / 2, r / 2])
-            .with_count_include_pad(true),
-    );
-    pooled.reshape([n, w, p]).swap_dims(1, 2)
+    // Patches are row-major on the grid: [N, row, column, W].
+    let mut x = z.reshape([n, grid, grid, w]);
+    for axis in [1, 2] {
+        let mut pad = x.dims();
+        pad[axis] = r / 2;
+        let zeros = Tensor::<4>::zeros(pad, &x.device());
+        let padded = Tensor::cat(vec![zeros.clone(), x, zeros], axis);
+        x = (1..r).fold(padded.clone().narrow(axis, 0, grid), |sum, k| {
+            sum + padded.clone().narrow(axis, k, grid)
+        });
+    }
+    x.div_scalar((r * r) as f64).reshape([n, p, w])
 }
 
 /// The pairs `(i, j)`, `i < j`, of `n` images in order, and where each ordered pair's

@@ -30,12 +30,16 @@ mod glue {
     use crate::clip::preprocess::{decode_image, rgba_image};
     use crate::detect::bundle::Manifest;
     use crate::detect::memory::{FewShot, ReferenceImage, ReferenceMemory};
-    use crate::detect::{Detection, Detector, MemoryOptions, calibration_rule};
+    use crate::detect::{
+        Detection, Detector, GroupScorer, MemoryOptions, Mutual, calibration_rule,
+    };
     use crate::device::{BackendKind, device};
     use crate::error::Error;
     use crate::tensor_io::sha256_hex;
 
-    use super::types::{JsCalibration, JsDetection, JsError, ReferenceInfo, SkippedImage};
+    use super::types::{
+        JsCalibration, JsDetection, JsError, JsGroupInfo, ReferenceInfo, SkippedImage,
+    };
 
     #[wasm_bindgen(start)]
     /// Runs when the module is instantiated: panics go to the console with their message.
@@ -261,6 +265,20 @@ mod glue {
             reference_info(&self.inner, Vec::new())
         }
 
+        /// Mutual scoring (spec §11): an empty group with λ `weight` (at most `group`
+        /// images; the package splits larger sets evenly). Add images one at a time, then
+        /// `finish`.
+        #[wasm_bindgen(js_name = beginGroup)]
+        pub fn begin_group(&self, weight: f64, group: usize) -> Result<WebGroup, JsValue> {
+            let mutual = Mutual { weight, group };
+            let scorer = GroupScorer::new(self.inner.clone(), &mutual, false).map_err(js_err)?;
+            Ok(WebGroup {
+                scorer: Some(scorer),
+                limit: group,
+                backend: self.backend.clone(),
+            })
+        }
+
         fn run(&self, image: DynamicImage) -> Promise {
             let detector = self.inner.clone();
             let backend = self.backend.clone();
@@ -277,6 +295,75 @@ mod glue {
                 to_js(&d, &backend, total)
             })
         }
+    }
+
+    /// A group being filled ([`WebDetector::begin_group`]): each image's forward pass is
+    /// queued as it is added, and only its tokens stay.
+    #[wasm_bindgen]
+    pub struct WebGroup {
+        /// `None` once finished.
+        scorer: Option<GroupScorer<Rc<Detector>>>,
+        limit: usize,
+        backend: String,
+    }
+
+    #[wasm_bindgen]
+    impl WebGroup {
+        /// Add an encoded image file. A file that cannot be read throws and is left out;
+        /// the group goes on.
+        #[wasm_bindgen(js_name = addEncoded)]
+        pub fn add_encoded(&mut self, bytes: Vec<u8>) -> Result<(), JsValue> {
+            let image = decode_image(&bytes).map_err(js_err)?;
+            self.add(image)
+        }
+
+        /// Add RGBA pixels (`width × height × 4` bytes).
+        #[wasm_bindgen(js_name = addRgba)]
+        pub fn add_rgba(&mut self, rgba: Vec<u8>, width: u32, height: u32) -> Result<(), JsValue> {
+            let image = rgba_image(width, height, rgba).map_err(js_err)?;
+            self.add(image)
+        }
+
+        fn add(&mut self, image: DynamicImage) -> Result<(), JsValue> {
+            let limit = self.limit;
+            let scorer = self.scorer.as_mut().ok_or_else(finished)?;
+            if scorer.len() >= limit {
+                return Err(js_err(Error::Invalid(format!(
+                    "the group already holds its {limit} images"
+                ))));
+            }
+            scorer.add(std::slice::from_ref(&image)).map_err(js_err)
+        }
+
+        /// Score the images added, in order: an array of result objects, each with
+        /// `mutual` ([`JsGroupInfo`]) saying how it was scored.
+        pub fn finish(&mut self) -> Promise {
+            let Some(scorer) = self.scorer.take() else {
+                return Promise::reject(&finished());
+            };
+            let backend = self.backend.clone();
+            future_to_promise(async move {
+                let t0 = web_time::Instant::now();
+                let size = scorer.len();
+                let found = scorer.finish_async().await.map_err(js_err)?;
+                let per_image = t0.elapsed().as_secs_f64() * 1e3 / size.max(1) as f64;
+                let out = js_sys::Array::new();
+                for (d, scored) in &found {
+                    let o = to_js(d, &backend, per_image)?;
+                    let info = serde_wasm_bindgen::to_value(&JsGroupInfo::new(scored, size))
+                        .map_err(|e| js_err(Error::backend("building the group info", e)))?;
+                    Reflect::set(&o, &JsValue::from_str("mutual"), &info).map_err(|_| {
+                        js_err(Error::Invalid("cannot set the result's group".into()))
+                    })?;
+                    out.push(&o);
+                }
+                Ok(out.into())
+            })
+        }
+    }
+
+    fn finished() -> JsValue {
+        js_err(Error::Invalid("the group was already scored".into()))
     }
 
     fn reference_info(detector: &Detector, skipped: Vec<SkippedImage>) -> Result<JsValue, JsValue> {

@@ -67,6 +67,38 @@ impl JsDetection {
     }
 }
 
+/// How an image of a group was scored, beside its result under the key `mutual` (the
+/// package's `GroupInfo`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JsGroupInfo {
+    /// `mutual`, or `alone` (the detector's own map) when too few images could be scored.
+    pub scored_as: &'static str,
+    /// How many images were scored together.
+    pub group_size: usize,
+    /// Why the image was scored alone, if it was.
+    pub fallback: Option<String>,
+}
+
+impl JsGroupInfo {
+    /// The JavaScript view of `scored`, in a group of `size`.
+    pub fn new(scored: &crate::detect::Scored, size: usize) -> Self {
+        use crate::detect::Scored;
+        match scored {
+            Scored::Mutual { group } => JsGroupInfo {
+                scored_as: "mutual",
+                group_size: *group,
+                fallback: None,
+            },
+            Scored::Alone { why } => JsGroupInfo {
+                scored_as: "alone",
+                group_size: size,
+                fallback: Some(why.clone()),
+            },
+        }
+    }
+}
+
 /// A rejection as JavaScript receives it: `{ kind, message }`, where `kind` is
 /// [`Error::kind`] (one of [`ERROR_KINDS`]); the package maps the kind to a
 /// `KanoclipError` code (`pkg/src/errors.ts`).

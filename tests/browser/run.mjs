@@ -183,6 +183,96 @@ for (const backend of ['cpu', 'webgpu']) {
   });
 }
 
+for (const backend of ['cpu', 'webgpu']) {
+  await test(`${backend}: a mutual batch equals native --mutual; a bad image costs only itself; progress, groups, abort`, async () => {
+    const { page, errors } = await openDemo(ctx, origin, { backend, model: 'model-free32/manifest.json' });
+    const r = await page.evaluate(async (samples) => {
+      const d = window.kanoclipDemo.detector();
+      const blobs = await Promise.all(samples.map(async (s) => (await fetch(`samples/hazelnut_toy/${s}.jpg`)).blob()));
+      const broken = new Blob([new Uint8Array([0x89, 0x50, 0x4e, 0x47, 1, 2, 3])]);
+      const progress = [];
+      // One group of four: the broken file fails alone, the three samples are scored together.
+      const batch = await d.detect([blobs[0], broken, blobs[1], blobs[2]], {
+        mutual: { group: 4 }, onProgress: (p) => progress.push(`${p.phase} ${p.loaded}/${p.total}`),
+      });
+      const view = (x) => (x instanceof Error
+        ? { error: x.code }
+        : { score: x.score, width: x.width, height: x.height, map: Array.from(x.map), mutual: x.mutual, group: x.group });
+      // Two images: too few to compare, each scored alone (zero-shot).
+      const two = await d.detect(blobs.slice(0, 2), { mutual: true });
+      const reject = async (f) => { try { await f(); return null; } catch (e) { return e.code; } };
+      const badGroup = await reject(() => d.detect(blobs, { mutual: { group: 2 } }));
+      const badWeight = await reject(() => d.detect(blobs, { mutual: { weight: 2 } }));
+      const notArray = await reject(() => d.detect(blobs[0], { mutual: true }));
+      const abort = new AbortController();
+      abort.abort();
+      const aborted = await reject(() => d.detect(blobs, { mutual: true, signal: abort.signal }));
+      const { groupSizes } = await import('./kanoclip-wasm/dist/index.js');
+      return {
+        batch: batch.map(view), two: two.map(view), progress, badGroup, badWeight, notArray, aborted,
+        sizes: [groupSizes(33, 32), groupSizes(8, 5), groupSizes(0, 32)],
+        after: (await d.detect(blobs[0])).score,
+      };
+    }, SAMPLES);
+    assert(r.batch[1].error === 'BAD_IMAGE', `broken entry: ${JSON.stringify(r.batch[1])}`);
+    const got = { good: r.batch[0], crack: r.batch[2], colour: r.batch[3] };
+    for (const g of Object.values(got)) {
+      assert(g.mutual.scoredAs === 'mutual' && g.mutual.groupSize === 3 && g.group === 1, `group: ${JSON.stringify(g.mutual)}`);
+    }
+    const worst = compare(got, native('mutual'), `${backend}/mutual`);
+    measures[`max |browser − native| ${backend} mutual`] = worst;
+    const free = native('free');
+    for (const [i, s] of ['good', 'crack'].entries()) {
+      const t = r.two[i];
+      assert(t.mutual.scoredAs === 'alone' && /group of 2/.test(t.mutual.fallback), `two: ${JSON.stringify(t.mutual)}`);
+      assert(Math.abs(t.score - free[s].score) <= TOL, `${s} alone: ${t.score} vs zero-shot ${free[s].score}`);
+    }
+    assert(r.progress.at(-1) === 'images 4/4' && r.progress.length >= 4, `progress: ${r.progress}`);
+    assert(r.badGroup === 'INVALID_ARGUMENT' && r.badWeight === 'INVALID_ARGUMENT' && r.notArray === 'INVALID_ARGUMENT'
+      && r.aborted === 'ABORTED', `refusals: ${JSON.stringify(r)}`);
+    assert(JSON.stringify(r.sizes) === '[[17,16],[4,4],[]]', `group sizes: ${JSON.stringify(r.sizes)}`);
+    assert(Math.abs(r.after - free.good.score) <= TOL, 'the detector after a mutual batch');
+    assert(errors.length === 0, `page errors: ${errors}`);
+    await page.close();
+  });
+}
+
+await test('demo batch view: images and a folder\'s other files ranked with heatmaps, verdicts follow the threshold', async () => {
+  const { page, foreign, errors } = await openDemo(ctx, origin, { backend: 'cpu', model: 'model-free32/manifest.json' });
+  const want = native('mutual');
+  const r = await page.evaluate(async (samples) => {
+    const files = await Promise.all(samples.map(async (s) =>
+      new File([await (await fetch(`samples/hazelnut_toy/${s}.jpg`)).blob()], `${s}.jpg`, { type: 'image/jpeg' })));
+    files.push(new File([new Uint8Array([0x89, 0x50, 0x4e, 0x47, 1, 2, 3])], 'broken.png', { type: 'image/png' }));
+    files.push(new File(['not an image'], 'notes.txt', { type: 'text/plain' }));
+    const batch = await window.kanoclipDemo.runBatch(files);
+    const captions = () => [...document.querySelectorAll('#batch-results li')].map((li) => li.textContent);
+    const before = { captions: captions(), status: document.getElementById('batch-status').textContent,
+      thumbs: document.querySelectorAll('#batch-results canvas').length };
+    const slider = document.getElementById('threshold');
+    slider.value = '0';
+    slider.dispatchEvent(new Event('input'));
+    await new Promise((r) => setTimeout(r, 200));
+    return { batch: batch.map(({ name, score, error, scoredAs }) => ({ name, score, error, scoredAs })), before,
+      after: { captions: captions(), status: document.getElementById('batch-status').textContent } };
+  }, SAMPLES);
+  assert(r.batch.length === 4, `the text file was not left out: ${JSON.stringify(r.batch)}`);
+  for (const b of r.batch.filter((x) => !x.error)) {
+    const w = want[b.name.replace('.jpg', '')];
+    assert(b.scoredAs === 'mutual' && Math.abs(b.score - w.score) <= TOL, `${b.name}: ${b.score} vs native ${w.score}`);
+  }
+  const { captions, status, thumbs } = r.before;
+  assert(thumbs === 3 && captions.length === 4 && /broken\.png: could not be read/.test(captions[3]), `list: ${captions}`);
+  const ranked = captions.slice(0, 3).map((c) => Number(c.match(/: ([0-9.]+),/)[1]));
+  assert(ranked.every((v, i) => i === 0 || ranked[i - 1] >= v), `not ranked: ${ranked}`);
+  assert(/^3 images scored against each other, \d anomalous/.test(status) && /1 could not be read/.test(status), status);
+  assert(/3 anomalous at threshold 0\.000/.test(r.after.status) && r.after.captions.slice(0, 3).every((c) => /anomalous/.test(c)),
+    `after the threshold moved: ${r.after.status}`);
+  assert(foreign.length === 0, `requests to other origins: ${foreign}`);
+  assert(errors.length === 0, `page errors: ${errors}`);
+  await page.close();
+});
+
 await test('controls wait for the model; legend, ground truth, camera; keyboard; screenshots before and after', async () => {
   // Hold the manifest: while the model loads, every control is disabled and a click on a
   // sample does nothing (no "Cannot read properties of null").

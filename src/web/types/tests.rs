@@ -60,6 +60,33 @@ fn the_detection_result_has_the_rust_fields() {
 }
 
 #[test]
+fn the_package_forms_groups_as_the_crate_does() {
+    use crate::detect::mutual::{DEFAULT_GROUP, MAX_GROUP, MIN_GROUP};
+    const GROUPS: &str = include_str!("../../../pkg/src/groups.ts");
+    for (name, value) in [
+        ("DEFAULT_GROUP", DEFAULT_GROUP),
+        ("MIN_GROUP", MIN_GROUP),
+        ("MAX_GROUP", MAX_GROUP),
+    ] {
+        let line = format!("export const {name} = {value};");
+        assert!(GROUPS.contains(&line), "pkg/src/groups.ts lacks `{line}`");
+    }
+}
+
+#[test]
+fn the_group_info_has_the_rust_fields() {
+    use crate::detect::Scored;
+    let alone = JsGroupInfo::new(&Scored::Alone { why: "few".into() }, 2);
+    assert_eq!(ts_fields(PROTOCOL, "GroupInfo"), fields(&alone));
+    assert_eq!((alone.scored_as, alone.group_size), ("alone", 2));
+    let mutual = JsGroupInfo::new(&Scored::Mutual { group: 5 }, 5);
+    assert_eq!(
+        (mutual.scored_as, mutual.group_size, mutual.fallback),
+        ("mutual", 5, None)
+    );
+}
+
+#[test]
 fn reference_info_and_calibration_have_the_rust_fields() {
     let skipped = SkippedImage {
         name: "a.png".into(),
