@@ -87,7 +87,8 @@ async function load(backend) {
   $('progress-label').textContent = 'Model ready';
   const i = detector.info;
   $('model-info').textContent = `${i.name}, ${i.mode}, ${(i.bundleBytes / 1e6).toFixed(1)} MB` +
-    `${i.cached ? ' from the browser cache' : ''}, on ${detector.backend} (loaded in ${Math.round(performance.now() - t0)} ms)`;
+    `${i.cached ? ' from the browser cache' : ''}, on ${detector.backend} (${detector.backendReason}; loaded in ` +
+    `${Math.round(performance.now() - t0)} ms)`;
   $('notice').hidden = !detector.notice;
   $('notice').textContent = detector.notice || '';
   $('threshold').value = String(detector.threshold);

@@ -57,6 +57,33 @@ async function wasm(wasmUrl?: string): Promise<Wasm> {
   return wasmPromise;
 }
 
+/**
+ * Why `backend: 'auto'` should not take WebGPU here, or null to take it. A software
+ * adapter (Chromium's SwiftShader, one flagged as a fallback, Mesa's llvmpipe/lavapipe,
+ * Microsoft's WARP) emulates the GPU on the CPU and is far slower than the CPU path
+ * (a B/16 detect: 203 s on SwiftShader against 2.0 s in wasm on one thread, issue #22).
+ */
+export async function autoDeclinesWebGpu(): Promise<string | null> {
+  type Info = { vendor?: string; architecture?: string; device?: string; description?: string; isFallbackAdapter?: boolean };
+  type Adapter = { info?: Info; isFallbackAdapter?: boolean };
+  const gpu = (globalThis.navigator as { gpu?: { requestAdapter: () => Promise<Adapter | null> } } | undefined)?.gpu;
+  if (!gpu) return 'this browser offers no WebGPU';
+  let adapter: Adapter | null = null;
+  try {
+    adapter = await gpu.requestAdapter();
+  } catch {
+    adapter = null;
+  }
+  if (!adapter) return 'this browser offers no WebGPU adapter';
+  const info = adapter.info ?? {};
+  const name = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ');
+  if (adapter.isFallbackAdapter || info.isFallbackAdapter) return `the WebGPU adapter is a fallback adapter (${name || 'unnamed'})`;
+  if (/swiftshader|llvmpipe|lavapipe|softpipe|software|microsoft basic render|\bwarp\b/i.test(name)) {
+    return `the WebGPU adapter is a software renderer (${name}), slower than the CPU path`;
+  }
+  return null;
+}
+
 /** A wasm trap (a Rust panic aborts) leaves the instance unusable: the host must restart. */
 function isTrap(e: unknown): boolean {
   return e instanceof WebAssembly.RuntimeError;
@@ -81,9 +108,21 @@ export function createEngine(post: (r: Reply, transfer?: Transferable[]) => void
           const vision = bundle.files.get('vision');
           if (!vision) throw new KanoclipError('MODEL_INCOMPATIBLE', 'the bundle has no vision file');
           const head = bundle.files.get('head') ?? new Uint8Array(0);
-          detector = await m.WebDetector.create(bundle.manifestText, vision, head, req.backend);
+          // `auto` takes WebGPU only on a hardware adapter; the reason is reported.
+          const declined = req.backend === 'auto' ? await autoDeclinesWebGpu() : null;
+          detector = await m.WebDetector.create(bundle.manifestText, vision, head, declined ? 'cpu' : req.backend);
+          const backend = backendOf(detector.backend());
+          const reason =
+            req.backend !== 'auto'
+              ? `asked for ${req.backend === 'cpu' ? 'the CPU' : 'WebGPU'}`
+              : declined
+                ? `automatic: ${declined}`
+                : backend === 'webgpu'
+                  ? 'automatic: a hardware WebGPU adapter'
+                  : 'automatic: WebGPU did not start';
           const ready: Ready = {
-            backend: backendOf(detector.backend()),
+            backend,
+            backendReason: reason,
             threshold: detector.threshold(),
             notice: detector.notice() ?? null,
             name: bundle.manifest.name,

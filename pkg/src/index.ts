@@ -149,6 +149,15 @@ export class Detector {
     return this.#ready.backend;
   }
   /**
+   * Why `backend` is what it is: asked for, or what `auto` found (it declines a software
+   * WebGPU adapter, which is slower than the CPU path).
+   * @example
+   * console.info(`running on ${detector.backend}: ${detector.backendReason}`);
+   */
+  get backendReason(): string {
+    return this.#ready.backendReason;
+  }
+  /**
    * The decision threshold in force: the bundle's, or the last `setThreshold`/`calibrate`.
    * @example
    * slider.value = String(detector.threshold);

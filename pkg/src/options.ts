@@ -33,7 +33,10 @@ export type ImageInput =
 export interface DetectorOptions {
   /** URL of the bundle's `manifest.json` (from `kanoclip convert --to web`). */
   weights: string | URL;
-  /** `auto` (default) uses WebGPU when the browser offers it, else the CPU. */
+  /**
+   * `auto` (default) uses WebGPU on a hardware adapter, else the CPU (a software adapter
+   * such as SwiftShader is declined: it is far slower); `webgpu` insists on WebGPU.
+   */
   backend?: BackendChoice;
   onProgress?: (p: Progress) => void;
   /** Run inference in a Web Worker (default) or on the calling thread. */

@@ -2,7 +2,9 @@
 
 import type { ErrorCode } from './errors.js';
 /**
- * Where to run: WebGPU, the CPU, or `auto` (WebGPU when the browser offers an adapter).
+ * Where to run: WebGPU, the CPU, or `auto` (WebGPU when the browser offers a hardware
+ * adapter; a software one, such as Chromium's SwiftShader, is slower than the CPU and is
+ * declined: `detector.backendReason` says why).
  * @example
  * const detector = await createDetector({ weights: url, backend: 'auto' });
  */
@@ -214,6 +216,8 @@ export type Reply =
 
 export interface Ready {
   backend: 'webgpu' | 'cpu';
+  /** Why this backend: asked for, or what `auto` found (a software WebGPU adapter is declined). */
+  backendReason: string;
   threshold: number;
   notice: string | null;
   name: string;

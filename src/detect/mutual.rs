@@ -37,7 +37,7 @@ pub const MIN_GROUP: usize = 3;
 pub const MAX_GROUP: usize = 256;
 /// The layer norm's ε (PyTorch's `F.layer_norm` default).
 const EPS: f64 = 1e-5;
-/// The most bytes one block of pair products may take on the device.
+/// The most bytes one slice of pair products may take on the device.
 const PAIR_BYTES: usize = 256 << 20;
 /// Stands for "no distance" (an image against itself): larger than any real one, and
 /// finite, because WGSL may assume there is no infinity.
@@ -163,10 +163,10 @@ fn aggregate(z: Tensor<3>, grid: usize, r: usize) -> Tensor<3> {
     x.div_scalar((r * r) as f64).reshape([n, p, w])
 }
 
-/// The pairs `(i, j)`, `i < j`, of `n` images in order, and where each ordered pair's
-/// distances sit in the stacked minima: `(i, j)` with `i < j` is row `pair` of the row
-/// minima, `(j, i)` row `pairs + pair` of the column minima, `(i, i)` the last row (far).
-fn pair_layout(n: usize) -> (Vec<[usize; 2]>, Vec<i64>) {
+/// Where each ordered pair's distances sit in the stacked minima, for the pairs `(i, j)`,
+/// `i < j`, of `n` images in order (i, then j): `(i, j)` is row `pair` of the row minima,
+/// `(j, i)` row `pairs + pair` of the column minima, `(i, i)` the last row (far).
+fn pair_layout(n: usize) -> Vec<i64> {
     let pairs: Vec<[usize; 2]> = (0..n)
         .flat_map(|i| (i + 1..n).map(move |j| [i, j]))
         .collect();
@@ -176,35 +176,46 @@ fn pair_layout(n: usize) -> (Vec<[usize; 2]>, Vec<i64>) {
         index[i * n + j] = k as i64;
         index[j * n + i] = (m + k) as i64;
     }
-    (pairs, index)
+    index
 }
 
-/// Spec §11's mutual score of every patch of every image, `[N, P]`, from tokens `[N, P, W]`,
-/// with the pair products in blocks of at most `pair_bytes`.
+/// Spec §11's mutual score of every patch of every image, `[N, P]`, from tokens `[N, P, W]`.
+/// Image i's products with every later image come from one matrix product of the later
+/// images' tokens (a contiguous slice, no copy) with i's, `[(N − i − 1)·P, P]`; its
+/// minima over i's patches score the later images against i, and over theirs score i
+/// against each of them. The products are taken in slices of at most `pair_bytes`.
 fn interval_mean(z: Tensor<3>, pair_bytes: usize) -> Tensor<2> {
     let [n, p, w] = z.dims();
     let device = z.device();
-    let norms = z.clone().square().sum_dim(2); // [N, P, 1]
-    let (pairs, index) = pair_layout(n);
-    let per_block = (pair_bytes / (4 * p * (p + 2 * w)).max(1)).max(1);
+    let flat = z.reshape([n * p, w]);
+    let norms = flat.clone().square().sum_dim(1); // [N·P, 1]
+    let index = pair_layout(n);
+    let per_slice = (pair_bytes / (4 * p * p).max(1)).max(1);
     let ints = |v: Vec<i64>| {
         let len = v.len();
         Tensor::<1, Int>::from_data(TensorData::new(v, [len]), &device)
     };
     let (mut rows, mut cols) = (Vec::new(), Vec::new());
-    for block in pairs.chunks(per_block) {
-        let c = block.len();
-        let a = ints(block.iter().map(|&[i, _]| i as i64).collect());
-        let b = ints(block.iter().map(|&[_, j]| j as i64).collect());
-        let products = z
-            .clone()
-            .select(0, a.clone())
-            .matmul(z.clone().select(0, b.clone()).swap_dims(1, 2)); // [c, P, P]
-        let d2 = products.mul_scalar(-2.0)
-            + norms.clone().select(0, a)
-            + norms.clone().select(0, b).swap_dims(1, 2);
-        rows.push(d2.clone().min_dim(2).reshape([c, p]));
-        cols.push(d2.min_dim(1).reshape([c, p]));
+    for i in 0..n.saturating_sub(1) {
+        let mine = flat.clone().narrow(0, i * p, p); // [P, W]
+        let mine_t = mine.transpose();
+        let mine_norms = norms.clone().narrow(0, i * p, p).reshape([1, 1, p]);
+        let mut j = i + 1;
+        while j < n {
+            let c = per_slice.min(n - j);
+            let theirs = flat.clone().narrow(0, j * p, c * p); // [c·P, W]
+            let their_norms = norms.clone().narrow(0, j * p, c * p).reshape([c, p, 1]);
+            // d2[k, q, p]: image j + k's patch q against image i's patch p.
+            let d2 = theirs
+                .matmul(mine_t.clone())
+                .reshape([c, p, p])
+                .mul_scalar(-2.0)
+                + their_norms
+                + mine_norms.clone();
+            rows.push(d2.clone().min_dim(1).reshape([c, p])); // i's patches against j + k
+            cols.push(d2.min_dim(2).reshape([c, p])); // j + k's patches against i
+            j += c;
+        }
     }
     let far = Tensor::<2>::full([1, p], FAR, &device);
     let stacked = Tensor::cat([rows, cols, vec![far]].concat(), 0);

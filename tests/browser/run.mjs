@@ -436,6 +436,31 @@ await test('without WebGPU: backend webgpu is refused with WEBGPU_UNAVAILABLE, a
   }
 });
 
+await test('auto declines the software WebGPU adapter (SwiftShader) for the CPU and says why; webgpu still gets it', async () => {
+  const { page, errors } = await openDemo(ctx, origin, { backend: 'auto', model: 'model-free32/manifest.json' });
+  const r = await page.evaluate(async () => {
+    const { createDetector } = await import('./kanoclip-wasm/dist/index.js');
+    const adapter = await navigator.gpu?.requestAdapter();
+    const info = adapter?.info ?? {};
+    const webgpu = await createDetector({ weights: 'model-free32/manifest.json', backend: 'webgpu' });
+    const asked = { backend: webgpu.backend, reason: webgpu.backendReason };
+    webgpu.dispose();
+    const d = window.kanoclipDemo.detector();
+    return {
+      adapter: `${info.vendor} ${info.architecture} ${info.description}`, fallback: adapter?.isFallbackAdapter ?? info.isFallbackAdapter,
+      auto: { backend: d.backend, reason: d.backendReason }, asked, shown: document.getElementById('model-info').textContent,
+    };
+  });
+  assert(/swiftshader/i.test(r.adapter) || r.fallback, `this Chromium's adapter is not a software one: ${r.adapter}`);
+  assert(r.auto.backend === 'cpu' && /automatic: the WebGPU adapter is a (software renderer|fallback adapter)/.test(r.auto.reason),
+    `auto on SwiftShader: ${JSON.stringify(r.auto)}`);
+  assert(r.asked.backend === 'webgpu' && r.asked.reason === 'asked for WebGPU', `webgpu asked: ${JSON.stringify(r.asked)}`);
+  assert(r.shown.includes(r.auto.reason), `the demo does not say why: ${r.shown}`);
+  measures['auto on this Chromium'] = `${r.auto.backend}: ${r.auto.reason}`;
+  assert(errors.length === 0, `page errors: ${errors}`);
+  await page.close();
+});
+
 await test('?model= on another origin is refused before any request; on this origin it loads', async () => {
   for (const model of ['https://evil.example/manifest.json', '//evil.example/m.json']) {
     const page = await ctx.newPage();

@@ -160,15 +160,16 @@ fn interval_mean_equals_plain_loops() {
 }
 
 #[test]
-fn pairs_of_a_block_limit_cover_every_pair() {
-    // More pairs than one block holds: the blocks' results must be stitched in order.
+fn pairs_in_slices_cover_every_pair() {
+    // Slices of two images' products: each image's later images in several slices, whose
+    // results must be stitched in order.
     for (_, device) in backends() {
         let (n, p, w) = (6, 7, 5);
         let v = values(n * p * w, 4);
-        // Two pairs a block: 15 pairs in 8 blocks.
+        // Two images' products a slice: 15 pairs in 9 slices.
         let got = to_vec(interval_mean(
             Tensor::from_data(TensorData::new(v.clone(), [n, p, w]), &device),
-            2 * 4 * p * (p + 2 * w),
+            2 * 4 * p * p,
         ))
         .unwrap();
         let want = brute_force(&v, n, p, w);
