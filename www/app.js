@@ -67,6 +67,7 @@ async function drawTruth() {
 }
 
 async function load(backend) {
+  if (live) toggleLive();
   setReady(false);
   detector?.dispose();
   detector = null;
@@ -226,12 +227,48 @@ async function rerun() {
   if (last?.input) await inspect(last.input, last.mask);
 }
 
+let live = null; // the running watch loop, if any
+
+/** Live mode: inspect the camera continuously, the heatmap drawn over the latest frame. */
+function toggleLive() {
+  if (live) {
+    live.stop();
+    live = null;
+    $('live').textContent = 'Inspect continuously';
+    $('live').setAttribute('aria-pressed', 'false');
+    $('live-fps').hidden = true;
+    return;
+  }
+  if (!detector) return;
+  const v = $('video');
+  $('error').textContent = '';
+  live = detector.watch(
+    v,
+    async (result, stats) => {
+      const source = await createImageBitmap(v);
+      last?.source.close?.();
+      last = { result, source };
+      show(result);
+      await draw();
+      $('live-fps').textContent = `${stats.fps.toFixed(1)} inspections per second, ${stats.dropped} frames skipped ` +
+        'while inspecting';
+    },
+    { onError: fail },
+  );
+  $('live').textContent = 'Stop inspecting';
+  $('live').setAttribute('aria-pressed', 'true');
+  $('live-fps').hidden = false;
+  $('live-fps').textContent = 'Starting…';
+}
+
 function stopCamera() {
+  if (live) toggleLive();
   const v = $('video');
   for (const t of v.srcObject?.getTracks() ?? []) t.stop();
   v.srcObject = null;
   v.hidden = true;
   $('snap').hidden = true;
+  $('live').hidden = true;
   $('camera-stop').hidden = true;
   $('camera').hidden = false;
 }
@@ -385,6 +422,7 @@ function setupCamera() {
       v.srcObject = stream;
       v.hidden = false;
       $('snap').hidden = false;
+      $('live').hidden = false;
       $('camera-stop').hidden = false;
       $('camera').hidden = true;
       await v.play();
@@ -393,6 +431,7 @@ function setupCamera() {
     }
   });
   $('camera-stop').addEventListener('click', stopCamera);
+  $('live').addEventListener('click', toggleLive);
   $('snap').addEventListener('click', () => {
     const v = $('video');
     const c = document.createElement('canvas');
@@ -574,6 +613,7 @@ window.kanoclipDemo = {
   applyReferences,
   runBatch,
   batch: () => batch,
+  live: () => live,
   detector: () => detector,
   lastResult: () => last?.result ?? null,
   loadMs: null,

@@ -6,7 +6,7 @@ import { inlineTransport, workerTransport } from './transport.js';
 import type { Transport } from './transport.js';
 import { toPayload } from './inputs.js';
 import { overlayBitmap } from './heatmap.js';
-import type { DetectOptions, DetectorOptions, ImageInput, MutualDetectOptions } from './options.js';
+import type { DetectOptions, DetectorOptions, ImageInput, MutualDetectOptions, WatchOptions, WatchStats } from './options.js';
 import { DEFAULT_GROUP, MAX_GROUP, MIN_GROUP, groupSizes } from './groups.js';
 import { CACHE_NAME as CACHE_NAME_LOCAL } from './weights.js';
 import { answers } from './protocol.js';
@@ -43,7 +43,15 @@ export type {
   Stats,
   Timings,
 } from './protocol.js';
-export type { DetectOptions, DetectorOptions, ImageInput, MutualDetectOptions, MutualOptions } from './options.js';
+export type {
+  DetectOptions,
+  DetectorOptions,
+  ImageInput,
+  MutualDetectOptions,
+  MutualOptions,
+  WatchOptions,
+  WatchStats,
+} from './options.js';
 export { DEFAULT_GROUP, groupSizes } from './groups.js';
 export { CACHE_NAME } from './weights.js';
 export { KanoclipError } from './errors.js';
@@ -100,6 +108,8 @@ export class Detector {
   /** The reference memory in force (its file's bytes and λ), restored after a restart. */
   #memory: { bytes: Uint8Array; weight: number } | null = null;
   #reference: ReferenceInfo | null = null;
+  /** The `watch` loops running, each by its stop function. */
+  #watchers = new Set<() => void>();
 
   private constructor(options: DetectorOptions) {
     this.#options = {
@@ -359,6 +369,84 @@ export class Detector {
   }
 
   /**
+   * Inspect a playing video (a camera) continuously: always the latest frame, never a
+   * queue. While an inspection runs, new frames are skipped (counted in `dropped`); the
+   * next inspection takes the frame on screen when it starts. The loop stops on
+   * `stop()`, on `signal` and on `dispose()`. `onResult` gets each result with the
+   * loop's figures.
+   * @example
+   * const live = detector.watch(video, (result, { fps }) => render(result, fps), { signal });
+   * // later
+   * live.stop();
+   */
+  watch(
+    video: HTMLVideoElement,
+    onResult: (result: DetectionResult, stats: WatchStats) => void,
+    { fps = Infinity, signal, onError }: WatchOptions = {},
+  ): { stop: () => void; readonly stats: WatchStats } {
+    if (this.#disposed) throw disposed();
+    if (typeof HTMLVideoElement === 'undefined' || !(video instanceof HTMLVideoElement)) {
+      throw err('INVALID_ARGUMENT', 'watch() takes a video element');
+    }
+    if (!(fps > 0)) throw err('INVALID_ARGUMENT', `fps ${fps} is not a positive number`);
+    const stats: WatchStats = { inspected: 0, dropped: 0, fps: 0, running: true };
+    const gap = 1000 / fps;
+    const recent: number[] = [];
+    const abort = new AbortController();
+    let busy = false;
+    let last = -Infinity;
+    type FrameVideo = HTMLVideoElement & { requestVideoFrameCallback?: (cb: () => void) => number };
+    const v = video as FrameVideo;
+    const next = () => {
+      if (!stats.running) return;
+      if (v.requestVideoFrameCallback) v.requestVideoFrameCallback(frame);
+      else requestAnimationFrame(frame);
+    };
+    const frame = () => {
+      if (!stats.running) return;
+      next();
+      const now = performance.now();
+      if (busy) {
+        stats.dropped++;
+        return;
+      }
+      if (now - last < gap || video.readyState < 2) return;
+      busy = true;
+      last = now;
+      this.detect(video, { signal: abort.signal }).then(
+        (result) => {
+          recent.push(performance.now());
+          if (recent.length > 10) recent.shift();
+          stats.inspected++;
+          stats.fps = recent.length > 1 ? ((recent.length - 1) * 1000) / (recent[recent.length - 1] - recent[0]) : 0;
+          if (stats.running) onResult(result, { ...stats });
+        },
+        (e: unknown) => {
+          const k = toKanoclipError(e);
+          if (k.code === 'DISPOSED') stop();
+          else if (stats.running && k.code !== 'ABORTED') onError?.(k);
+        },
+      ).finally(() => {
+        busy = false;
+      });
+    };
+    const stop = () => {
+      if (!stats.running) return;
+      stats.running = false;
+      abort.abort();
+      signal?.removeEventListener('abort', stop);
+      this.#watchers.delete(stop);
+    };
+    if (signal?.aborted) stats.running = false;
+    else {
+      signal?.addEventListener('abort', stop, { once: true });
+      this.#watchers.add(stop);
+      next();
+    }
+    return { stop, get stats() { return { ...stats }; } };
+  }
+
+  /**
    * Run one detect on a blank image, so that the first real one does not pay for shader
    * compilation and memory pools.
    *
@@ -562,6 +650,7 @@ export class Detector {
    */
   dispose(): void {
     if (this.#disposed) return;
+    for (const stop of [...this.#watchers]) stop();
     this.#disposed = true;
     this.#transport?.terminate();
     for (const [, p] of this.#pending) p.reject(disposed());

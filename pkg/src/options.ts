@@ -99,3 +99,34 @@ export interface MutualDetectOptions extends DetectOptions {
   /** Called as each image is read and added to its group (phase `images`). */
   onProgress?: (p: Progress) => void;
 }
+
+/**
+ * Options of `watch`.
+ * @example
+ * const abort = new AbortController();
+ * detector.watch(video, (r, s) => draw(r, s.fps), { fps: 10, signal: abort.signal });
+ */
+export interface WatchOptions {
+  /** The most frames per second to inspect (default: as many as the detector keeps up with). */
+  fps?: number;
+  /** Stops the loop (an inspection under way is dropped). */
+  signal?: AbortSignal;
+  /** Called with a failed frame's error; the loop goes on (it stops on `DISPOSED`). */
+  onError?: (e: Error) => void;
+}
+
+/**
+ * A running `watch` loop's figures.
+ * @example
+ * label.textContent = `${stats.fps.toFixed(1)} fps, ${stats.dropped} frames dropped`;
+ */
+export interface WatchStats {
+  /** Frames inspected. */
+  inspected: number;
+  /** New frames that arrived while an inspection ran, and were skipped. */
+  dropped: number;
+  /** Inspections per second over the last few. */
+  fps: number;
+  /** Whether the loop is running. */
+  running: boolean;
+}

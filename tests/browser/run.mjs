@@ -392,9 +392,18 @@ await test('controls wait for the model; legend, ground truth, camera; keyboard;
   await page.evaluate(() => { document.getElementById('score').textContent = '–'; });
   await page.click('#snap');
   await page.waitForFunction(() => document.getElementById('score').textContent !== '–', null, { timeout: 60000 });
+  // Live mode: the heatmap follows the camera, with the inspections per second shown.
+  await page.click('#live');
+  await page.waitForFunction(() => /inspections per second/.test(document.getElementById('live-fps').textContent), null,
+    { timeout: 60000 });
+  await page.click('#live');
+  const stoppedLive = await page.evaluate(() => [window.kanoclipDemo.live(), document.getElementById('live').getAttribute('aria-pressed')]);
+  assert(stoppedLive[0] === null && stoppedLive[1] === 'false', `live mode did not stop: ${stoppedLive}`);
+  await page.click('#live');
   await page.click('#camera-stop');
   const cam = await page.evaluate(() => ({ video: document.getElementById('video').hidden, stream: document.getElementById('video').srcObject }));
   assert(cam.video && cam.stream === null, `the camera did not stop: ${JSON.stringify(cam)}`);
+  assert(await page.evaluate(() => window.kanoclipDemo.live() === null), 'stopping the camera left live mode running');
   console.log(`  screenshots: ${join(ARTIFACTS, 'demo-before.png')}, ${join(ARTIFACTS, 'demo-after.png')}`);
   assert(foreign.length === 0, `requests to other origins: ${foreign}`);
   assert(errors.length === 0, `page errors: ${errors}`);
@@ -460,6 +469,73 @@ await test('auto declines the software WebGPU adapter (SwiftShader) for the CPU 
   assert(errors.length === 0, `page errors: ${errors}`);
   await page.close();
 });
+
+for (const backend of ['cpu', 'webgpu']) {
+  await test(`${backend}: watch() inspects the latest frame of a live stream, drops frames rather than queue, stops and frees`, async () => {
+    const { page, errors } = await openDemo(ctx, origin, { backend, model: 'model-free32/manifest.json' });
+    const r = await page.evaluate(async () => {
+      const d = window.kanoclipDemo.detector();
+      // A synthetic camera: a 1920×1080 canvas redrawn every frame, streamed at 60 fps.
+      const canvas = document.createElement('canvas');
+      canvas.width = 1920;
+      canvas.height = 1080;
+      const g = canvas.getContext('2d');
+      let t = 0;
+      let drawing = true;
+      const paint = () => {
+        g.fillStyle = `hsl(${(t += 7) % 360} 60% 50%)`;
+        g.fillRect(0, 0, 1920, 1080);
+        g.fillStyle = '#000';
+        g.fillRect((t * 13) % 1800, 400, 120, 120);
+        if (drawing) requestAnimationFrame(paint);
+      };
+      paint();
+      const video = document.createElement('video');
+      video.muted = true;
+      video.srcObject = canvas.captureStream(60);
+      document.body.append(video);
+      await video.play();
+      const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
+      await d.detect(video); // warm
+      const before = (await d.stats()).gpuBuffersLive;
+      const seen = [];
+      let concurrent = 0;
+      let most = 0;
+      const abort = new AbortController();
+      const detect = d.detect.bind(d);
+      d.detect = async (...a) => {
+        most = Math.max(most, ++concurrent);
+        try { return await detect(...a); } finally { concurrent--; }
+      };
+      const live = d.watch(video, (res, s) => seen.push({ w: res.width, inspected: s.inspected }), { signal: abort.signal });
+      await sleep(4000);
+      abort.abort();
+      const stopped = live.stats;
+      const count = seen.length;
+      await sleep(1000);
+      const after = (await d.stats()).gpuBuffersLive;
+      // A second loop stops when the detector is disposed.
+      const other = d.watch(video, () => {});
+      await sleep(300);
+      d.detect = detect;
+      const badFps = (() => { try { d.watch(video, () => {}, { fps: 0 }); return null; } catch (e) { return e.code; } })();
+      d.dispose();
+      drawing = false;
+      return { count, later: seen.length, stopped, most, before, after, other: other.stats.running, badFps, w: seen[0]?.w };
+    });
+    assert(r.count >= 2 && r.w === 1920, `results: ${JSON.stringify(r)}`);
+    assert(r.stopped.dropped > 0, `no frame was dropped: ${JSON.stringify(r.stopped)}`);
+    assert(r.most === 1, `${r.most} inspections ran at once`);
+    assert(!r.stopped.running && r.later === r.count, `results after stop: ${r.count} -> ${r.later}`);
+    assert(r.other === false, 'dispose() left a watch loop running');
+    assert(r.badFps === 'INVALID_ARGUMENT', `fps 0: ${r.badFps}`);
+    if (backend === 'webgpu') assert(r.after <= r.before, `live GPU buffers ${r.before} -> ${r.after} after the loop stopped`);
+    measures[`watch() on ${backend} (tiny model, 1920×1080 stream at 60 fps): inspections/s, dropped frames`] =
+      [Number(r.stopped.fps.toFixed(1)), r.stopped.dropped];
+    assert(errors.length === 0, `page errors: ${errors}`);
+    await page.close();
+  });
+}
 
 await test('?model= on another origin is refused before any request; on this origin it loads', async () => {
   for (const model of ['https://evil.example/manifest.json', '//evil.example/m.json']) {
