@@ -473,20 +473,22 @@ await test('auto declines the software WebGPU adapter (SwiftShader) for the CPU 
 for (const backend of ['cpu', 'webgpu']) {
   await test(`${backend}: watch() inspects the latest frame of a live stream, drops frames rather than queue, stops and frees`, async () => {
     const { page, errors } = await openDemo(ctx, origin, { backend, model: 'model-free32/manifest.json' });
-    const r = await page.evaluate(async () => {
+    const r = await page.evaluate(async ({ size, seconds }) => {
       const d = window.kanoclipDemo.detector();
-      // A synthetic camera: a 1920×1080 canvas redrawn every frame, streamed at 60 fps.
+      // A synthetic camera: a canvas redrawn every frame, streamed at 60 fps (1920×1080 on
+      // the CPU; 640×360 on SwiftShader, whose detects take about a second).
+      const [W, H] = size;
       const canvas = document.createElement('canvas');
-      canvas.width = 1920;
-      canvas.height = 1080;
+      canvas.width = W;
+      canvas.height = H;
       const g = canvas.getContext('2d');
       let t = 0;
       let drawing = true;
       const paint = () => {
         g.fillStyle = `hsl(${(t += 7) % 360} 60% 50%)`;
-        g.fillRect(0, 0, 1920, 1080);
+        g.fillRect(0, 0, W, H);
         g.fillStyle = '#000';
-        g.fillRect((t * 13) % 1800, 400, 120, 120);
+        g.fillRect((t * 13) % (W - 120), H / 3, 120, 120);
         if (drawing) requestAnimationFrame(paint);
       };
       paint();
@@ -508,7 +510,7 @@ for (const backend of ['cpu', 'webgpu']) {
         try { return await detect(...a); } finally { concurrent--; }
       };
       const live = d.watch(video, (res, s) => seen.push({ w: res.width, inspected: s.inspected }), { signal: abort.signal });
-      await sleep(4000);
+      await sleep(seconds * 1000);
       abort.abort();
       const stopped = live.stats;
       const count = seen.length;
@@ -522,15 +524,15 @@ for (const backend of ['cpu', 'webgpu']) {
       d.dispose();
       drawing = false;
       return { count, later: seen.length, stopped, most, before, after, other: other.stats.running, badFps, w: seen[0]?.w };
-    });
-    assert(r.count >= 2 && r.w === 1920, `results: ${JSON.stringify(r)}`);
+    }, backend === 'cpu' ? { size: [1920, 1080], seconds: 4 } : { size: [640, 360], seconds: 8 });
+    assert(r.count >= 2 && r.w === (backend === 'cpu' ? 1920 : 640), `results: ${JSON.stringify(r)}`);
     assert(r.stopped.dropped > 0, `no frame was dropped: ${JSON.stringify(r.stopped)}`);
     assert(r.most === 1, `${r.most} inspections ran at once`);
     assert(!r.stopped.running && r.later === r.count, `results after stop: ${r.count} -> ${r.later}`);
     assert(r.other === false, 'dispose() left a watch loop running');
     assert(r.badFps === 'INVALID_ARGUMENT', `fps 0: ${r.badFps}`);
     if (backend === 'webgpu') assert(r.after <= r.before, `live GPU buffers ${r.before} -> ${r.after} after the loop stopped`);
-    measures[`watch() on ${backend} (tiny model, 1920×1080 stream at 60 fps): inspections/s, dropped frames`] =
+    measures[`watch() on ${backend} (tiny model, ${r.w}-px-wide stream at 60 fps): inspections/s, dropped frames`] =
       [Number(r.stopped.fps.toFixed(1)), r.stopped.dropped];
     assert(errors.length === 0, `page errors: ${errors}`);
     await page.close();
@@ -984,12 +986,14 @@ await test('serve.mjs: path escapes are refused, and every response carries the 
   assert((await raw('/')).status === 200, 'the server stopped');
 });
 
-await test('the wasm module is within its download budget: 3.0 MB gzipped, 2.6 MB brotli', async () => {
+// 3.0 MB until mutual scoring (#24) came to the browser with about 33 KB gzipped; the
+// issues' ceiling for a module is 3.6 MB.
+await test('the wasm module is within its download budget: 3.05 MB gzipped, 2.6 MB brotli', async () => {
   const wasm = readFileSync(join(ROOT, 'www/kanoclip-wasm/wasm/kanoclip_bg.wasm'));
   const gz = gzipSync(wasm, { level: 9 }).length;
   const br = brotliCompressSync(wasm, { params: { [zlibConstants.BROTLI_PARAM_QUALITY]: 11 } }).length;
   measures['wasm module bytes: raw, gzip -9, brotli 11'] = [wasm.length, gz, br];
-  assert(gz <= 3.0e6 && br <= 2.6e6, `the module is ${gz} bytes gzipped and ${br} with brotli`);
+  assert(gz <= 3.05e6 && br <= 2.6e6, `the module is ${gz} bytes gzipped and ${br} with brotli`);
 });
 
 await test('bundlers: Vite, webpack 5 and esbuild builds of an app detect like native', async () => {
