@@ -14,22 +14,27 @@ let wasmPromise: Promise<Wasm> | null = null;
 let wasmMemory: WebAssembly.Memory | null = null;
 
 /**
- * Live WebGPU buffers (creations minus destructions) since counting began, for `stats`.
- * Counting wraps `GPUDevice.prototype.createBuffer` in this engine's global scope (the
+ * Live WebGPU buffers (creations minus destructions) and compute dispatches (in all, and
+ * by pipeline label: the kernel's name) since counting began, for `stats`. Counting wraps
+ * `GPUDevice.prototype.createBuffer`, `createComputePipeline(Async)` and the compute pass's
+ * `setPipeline` and `dispatchWorkgroups(Indirect)` in this engine's global scope (the
  * worker's, by default), and only once stats are asked for (`stats: true` at load, or the
  * first `stats()` call): importing the package changes nothing.
  */
-const gpu = { live: 0, created: 0, counting: false };
+const gpu = { live: 0, created: 0, dispatches: 0, kinds: new Map<string, number>(), counting: false };
 
-function countGpuBuffers(): void {
+function countGpu(): void {
   type Buffer = { destroy: () => void };
-  type DeviceClass = { prototype: { createBuffer: (d: unknown) => Buffer } };
-  const GPUDeviceClass = (globalThis as { GPUDevice?: DeviceClass }).GPUDevice;
-  if (gpu.counting || !GPUDeviceClass) return;
+  type Pipeline = object;
+  type Method = (this: object, ...a: unknown[]) => unknown;
+  type Proto = Record<string, Method>;
+  const g = globalThis as { GPUDevice?: { prototype: Proto }; GPUComputePassEncoder?: { prototype: Proto } };
+  if (gpu.counting || !g.GPUDevice) return;
   gpu.counting = true;
-  const create = GPUDeviceClass.prototype.createBuffer;
-  GPUDeviceClass.prototype.createBuffer = function (this: unknown, desc: unknown) {
-    const buffer = create.call(this, desc);
+  const device = g.GPUDevice.prototype;
+  const create = device.createBuffer;
+  device.createBuffer = function (this: object, desc: unknown) {
+    const buffer = create.call(this, desc) as Buffer;
     gpu.live++;
     gpu.created++;
     const destroy = buffer.destroy.bind(buffer);
@@ -41,6 +46,40 @@ function countGpuBuffers(): void {
     };
     return buffer;
   };
+  const labels = new WeakMap<Pipeline, string>();
+  const label = (desc: unknown) => String((desc as { label?: string } | null)?.label || 'unlabelled');
+  const pipeline = device.createComputePipeline;
+  device.createComputePipeline = function (this: object, desc: unknown) {
+    const p = pipeline.call(this, desc) as Pipeline;
+    labels.set(p, label(desc));
+    return p;
+  };
+  const pipelineAsync = device.createComputePipelineAsync;
+  if (pipelineAsync) {
+    device.createComputePipelineAsync = async function (this: object, desc: unknown) {
+      const p = (await pipelineAsync.call(this, desc)) as Pipeline;
+      labels.set(p, label(desc));
+      return p;
+    };
+  }
+  const pass = g.GPUComputePassEncoder?.prototype;
+  if (!pass) return;
+  const current = new WeakMap<object, string>();
+  const setPipeline = pass.setPipeline;
+  pass.setPipeline = function (this: object, p: unknown) {
+    current.set(this, labels.get(p as Pipeline) ?? 'unlabelled');
+    return setPipeline.call(this, p);
+  };
+  for (const name of ['dispatchWorkgroups', 'dispatchWorkgroupsIndirect']) {
+    const dispatch = pass[name];
+    if (!dispatch) continue;
+    pass[name] = function (this: object, ...a: unknown[]) {
+      gpu.dispatches++;
+      const k = current.get(this) ?? 'unlabelled';
+      gpu.kinds.set(k, (gpu.kinds.get(k) ?? 0) + 1);
+      return dispatch.apply(this, a);
+    };
+  }
 }
 
 /** The wasm module, from `wasmUrl` (set by the first request, `load`) or beside this file. */
@@ -102,7 +141,7 @@ export function createEngine(post: (r: Reply, transfer?: Transferable[]) => void
       const m = await wasm(req.type === 'load' ? req.wasmUrl : undefined);
       switch (req.type) {
         case 'load': {
-          if (req.stats) countGpuBuffers();
+          if (req.stats) countGpu();
           const bundle = await loadBundle(req.manifestUrl, m.checkManifest, (progress) => post({ id, type: 'progress', progress }));
           post({ id, type: 'progress', progress: { phase: 'start', loaded: 0, total: 0, cached: bundle.cached } });
           const vision = bundle.files.get('vision');
@@ -196,8 +235,10 @@ export function createEngine(post: (r: Reply, transfer?: Transferable[]) => void
           m.debugPanic();
           return;
         case 'stats': {
-          countGpuBuffers();
-          post({ id, type: 'ok', kind: 'stats', value: { wasmBytes: wasmMemory?.buffer.byteLength ?? null, gpuBuffersLive: gpu.live, gpuBuffersCreated: gpu.created } });
+          countGpu();
+          const kinds = Object.fromEntries(gpu.kinds);
+          post({ id, type: 'ok', kind: 'stats', value: { wasmBytes: wasmMemory?.buffer.byteLength ?? null, gpuBuffersLive: gpu.live,
+            gpuBuffersCreated: gpu.created, gpuDispatches: gpu.dispatches, gpuDispatchKinds: kinds } });
           return;
         }
         case 'encoded':

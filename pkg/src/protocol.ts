@@ -207,6 +207,9 @@ export interface Stats {
   /** WebGPU buffers alive now, and made in all. */
   gpuBuffersLive: number;
   gpuBuffersCreated: number;
+  /** WebGPU compute dispatches since counting began, in all and by pipeline label (the kernel). */
+  gpuDispatches: number;
+  gpuDispatchKinds: Record<string, number>;
 }
 
 export type Reply =

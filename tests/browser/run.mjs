@@ -539,6 +539,31 @@ for (const backend of ['cpu', 'webgpu']) {
   });
 }
 
+await test('webgpu: stats() counts the compute dispatches of a detect, by kernel', async () => {
+  const { page, errors } = await openDemo(ctx, origin, { backend: 'webgpu', model: 'model-free32/manifest.json' });
+  const r = await page.evaluate(async () => {
+    const d = window.kanoclipDemo.detector();
+    const img = new ImageData(new Uint8ClampedArray(224 * 224 * 4).fill(120), 224, 224);
+    await d.detect(img);
+    const a = await d.stats();
+    await d.detect(img);
+    const b = await d.stats();
+    // Labels are kernel names with their type parameters and a hash: grouped by kernel.
+    const kind = (k) => k.replace(/_[0-9a-f]{8}$/, '').replace(/_(c|t|e|in|out|acc)_.*$/, '');
+    const grouped = new Map();
+    for (const [k, n] of Object.entries(b.gpuDispatchKinds)) {
+      const d = n - (a.gpuDispatchKinds[k] ?? 0);
+      if (d > 0) grouped.set(kind(k), (grouped.get(kind(k)) ?? 0) + d);
+    }
+    const kinds = [...grouped].sort((x, y) => y[1] - x[1]);
+    return { n: b.gpuDispatches - a.gpuDispatches, kinds: kinds.slice(0, 6) };
+  });
+  assert(r.n > 0 && r.kinds.length > 0 && r.kinds.reduce((t, [, n]) => t + n, 0) <= r.n, `dispatches: ${JSON.stringify(r)}`);
+  measures['webgpu dispatches per detect (tiny model, training-free), largest kinds'] = [r.n, r.kinds.map(([k, n]) => `${n} ${k}`).join(', ')];
+  assert(errors.length === 0, `page errors: ${errors}`);
+  await page.close();
+});
+
 await test('?model= on another origin is refused before any request; on this origin it loads', async () => {
   for (const model of ['https://evil.example/manifest.json', '//evil.example/m.json']) {
     const page = await ctx.newPage();
