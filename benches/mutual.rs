@@ -10,7 +10,8 @@
 //!    product, in groups of the default G and in one group, beside a zero-shot detect.
 //!
 //! Run: `cargo bench --bench mutual` (native CPU, threads as the machine gives; about an
-//! hour on 2 cores). `KANOCLIP_BENCH_PARTS=evidence,curve,costs` picks parts.
+//! hour on 2 cores). `KANOCLIP_BENCH_PARTS=evidence,curve,costs` picks parts;
+//! `KANOCLIP_BENCH_BACKEND=wgpu KANOCLIP_BENCH_N=16,64` runs the costs on wgpu.
 
 mod common;
 
@@ -28,7 +29,7 @@ use kanoclip::detect::{Detector, DetectorConfig, Mutual};
 use kanoclip::eval::evaluate::{CategoryMetrics, evaluate, evaluate_mutual};
 use kanoclip::head::knowledge::Knowledge;
 
-fn detector(config: &str, weights: Option<&[u8]>) -> Detector {
+fn detector(config: &str, weights: Option<&[u8]>, device: &Device) -> Detector {
     let cfg = ClipConfig::from_json_str(config).unwrap();
     let random;
     let bytes = match weights {
@@ -38,7 +39,7 @@ fn detector(config: &str, weights: Option<&[u8]>) -> Detector {
             &random
         }
     };
-    let clip = Clip::from_safetensors(&cfg, bytes, &Device::flex()).unwrap();
+    let clip = Clip::from_safetensors(&cfg, bytes, device).unwrap();
     let kb = Knowledge::Industrial.load().unwrap();
     let tok = Tokenizer::new().unwrap();
     Detector::training_free(clip, &kb, &tok, DetectorConfig::for_clip(&cfg)).unwrap()
@@ -135,7 +136,7 @@ fn curve(det: &Detector, tmp: &Path) {
     }
 }
 
-fn costs(det: &Detector) {
+fn costs(det: &Detector, label: &str, sizes: &[usize]) {
     let images: Vec<DynamicImage> = (0..200)
         .map(|i| DynamicImage::ImageRgb8(texture(Texture::Grid, 224, 1000 + i)))
         .collect();
@@ -146,13 +147,13 @@ fn costs(det: &Detector) {
         det.detect(img).unwrap();
     }
     let zero = ms(t.elapsed()) / 8.0;
-    println!("\nrandom B/16, 224, flex CPU: costs");
+    println!("\nrandom B/16, 224, {label}: costs");
     println!(
         "zero-shot detect: {zero:.0} ms/image, peak RSS {:.0} MiB",
         common::peak_rss_mib()
     );
     println!("N   | groups        | ms/image | × zero-shot | peak RSS MiB");
-    for n in [16usize, 64, 200] {
+    for &n in sizes {
         for group in [DEFAULT_GROUP, n] {
             if group == DEFAULT_GROUP && n <= DEFAULT_GROUP && group != n {
                 continue;
@@ -181,7 +182,20 @@ fn main() {
     let parts =
         std::env::var("KANOCLIP_BENCH_PARTS").unwrap_or_else(|_| "evidence,curve,costs".into());
     let tmp = std::env::temp_dir().join(format!("kanoclip-bench-mutual-{}", std::process::id()));
-    let b16 = detector(B16, None);
+    // KANOCLIP_BENCH_BACKEND=wgpu runs the costs on wgpu, for the sizes in
+    // KANOCLIP_BENCH_N (default 16,64,200).
+    let wgpu = std::env::var("KANOCLIP_BENCH_BACKEND").is_ok_and(|b| b == "wgpu");
+    let device = if wgpu {
+        kanoclip::device::device_blocking(kanoclip::BackendKind::Wgpu).expect("a wgpu adapter")
+    } else {
+        Device::flex()
+    };
+    let sizes: Vec<usize> = std::env::var("KANOCLIP_BENCH_N")
+        .unwrap_or_else(|_| "16,64,200".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    let b16 = detector(B16, None, &device);
     println!(
         "threads: {}",
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -190,7 +204,7 @@ fn main() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
         let config = std::fs::read_to_string(root.join("tiny_quickgelu_config.json")).unwrap();
         let weights = std::fs::read(root.join("tiny_quickgelu.safetensors")).unwrap();
-        let tiny = detector(&config, Some(&weights));
+        let tiny = detector(&config, Some(&weights), &Device::flex());
         let size = tiny.config().input_size as u32;
         evidence("tiny fixture model", &tiny, size, &[1, 2, 3, 4, 5], &tmp);
         evidence("random B/16", &b16, 224, &[1, 2, 3], &tmp);
@@ -199,7 +213,7 @@ fn main() {
         curve(&b16, &tmp);
     }
     if parts.contains("costs") {
-        costs(&b16);
+        costs(&b16, if wgpu { "wgpu" } else { "flex CPU" }, &sizes);
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }
