@@ -4,41 +4,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use burn::prelude::Device;
-use common::fixture;
+use common::{fixture, kanoclip, ok, s, scratch};
 use kanoclip::clip::Clip;
 use kanoclip::clip::Tokenizer;
 use kanoclip::detect::memory::{FewShot, ReferenceImage};
 use kanoclip::detect::{Detector, DetectorConfig, MemoryOptions};
 use kanoclip::head::knowledge::Knowledge;
-
-fn kanoclip(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kanoclip"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("kanoclip-clifs-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
 
 fn model_args() -> Vec<String> {
     vec![
@@ -47,10 +20,6 @@ fn model_args() -> Vec<String> {
         "--weights".into(),
         s(&fixture("tiny_quickgelu.safetensors")),
     ]
-}
-
-fn run(args: &[String]) -> Output {
-    kanoclip(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 fn report(dir: &Path) -> serde_json::Value {
@@ -68,7 +37,7 @@ fn scores(report: &serde_json::Value) -> Vec<f64> {
 
 #[test]
 fn detect_with_references_or_a_memory_file_scores_as_the_library() {
-    let dir = scratch("detect");
+    let dir = scratch("clifs", "detect");
     let refs = dir.join("good");
     std::fs::create_dir_all(&refs).unwrap();
     for i in 0..3 {
@@ -86,7 +55,7 @@ fn detect_with_references_or_a_memory_file_scores_as_the_library() {
     let mut args = vec!["detect".into(), query.clone()];
     args.extend(model_args());
     args.extend(["--out".into(), s(&out1), "--reference".into(), s(&refs)]);
-    let o = run(&args);
+    let o = kanoclip(&args);
     ok(&o);
     assert!(String::from_utf8_lossy(&o.stderr).contains("broken.png"));
     let r1 = report(&out1);
@@ -134,12 +103,12 @@ fn detect_with_references_or_a_memory_file_scores_as_the_library() {
     let mut args = vec!["reference".into(), "build".into()];
     args.extend(model_args());
     args.extend(["--reference".into(), s(&refs), "--out".into(), s(&memory)]);
-    ok(&run(&args));
+    ok(&kanoclip(&args));
     let out2 = dir.join("out2");
     let mut args = vec!["detect".into(), query.clone()];
     args.extend(model_args());
     args.extend(["--out".into(), s(&out2), "--memory".into(), s(&memory)]);
-    ok(&run(&args));
+    ok(&kanoclip(&args));
     let r2 = report(&out2);
     assert_eq!(scores(&r2), scores(&r1));
     assert_eq!(r2["few_shot"]["references"], r1["few_shot"]["references"]);
@@ -151,14 +120,14 @@ fn detect_with_references_or_a_memory_file_scores_as_the_library() {
     args.extend(["--out".into(), s(&out3), "--reference".into(), s(&refs)]);
     args.extend(["--shots".into(), "1".into(), "--seed".into(), "5".into()]);
     args.extend(["--few-shot-weight".into(), "0".into()]);
-    ok(&run(&args));
+    ok(&kanoclip(&args));
     let r3 = report(&out3);
     assert_eq!(r3["few_shot"]["references"].as_array().unwrap().len(), 1);
     let out4 = dir.join("out4");
     let mut args = vec!["detect".into(), query.clone()];
     args.extend(model_args());
     args.extend(["--out".into(), s(&out4)]);
-    ok(&run(&args));
+    ok(&kanoclip(&args));
     assert_eq!(scores(&r3), scores(&report(&out4)));
     assert!(report(&out4).get("few_shot").is_none());
 
@@ -199,7 +168,7 @@ fn detect_with_references_or_a_memory_file_scores_as_the_library() {
         args.extend(model_args());
         args.extend(["--out".into(), s(&dir.join("bad"))]);
         args.extend(extra.clone());
-        let o = run(&args);
+        let o = kanoclip(&args);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{extra:?}");
         assert!(err.contains(says), "{extra:?}: {err}");
@@ -231,7 +200,7 @@ fn small_synth(data: &Path) {
 
 #[test]
 fn eval_with_shots_reports_the_mean_and_spread_over_seeds() {
-    let dir = scratch("eval");
+    let dir = scratch("clifs", "eval");
     let data = dir.join("data");
     small_synth(&data);
     let out = dir.join("metrics");
@@ -248,7 +217,7 @@ fn eval_with_shots_reports_the_mean_and_spread_over_seeds() {
     args.extend(model_args());
     let mut few = args.clone();
     few.extend(["--shots".into(), "2".into(), "--seeds".into(), "2".into()]);
-    let o = run(&few);
+    let o = kanoclip(&few);
     ok(&o);
     assert!(String::from_utf8_lossy(&o.stdout).contains("few-shot: 2 normal images"));
     let metrics: serde_json::Value =
@@ -272,7 +241,7 @@ fn eval_with_shots_reports_the_mean_and_spread_over_seeds() {
     // More shots than a category has normal training images: refused, named.
     let mut too_many = args.clone();
     too_many.extend(["--shots".into(), "4".into()]);
-    let o = run(&too_many);
+    let o = kanoclip(&too_many);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("3 normal training images"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -282,7 +251,7 @@ fn eval_with_shots_reports_the_mean_and_spread_over_seeds() {
 /// draws the references from `normal/`, scores the rest, and says so in `metrics.json`.
 #[test]
 fn eval_with_shots_on_the_folder_layout_draws_from_normal() {
-    let dir = scratch("eval-folder");
+    let dir = scratch("clifs", "eval-folder");
     let data = dir.join("mvtec");
     small_synth(&data);
     // One category, re-laid as a folder: 5 normal images, the defects with their masks.
@@ -340,7 +309,7 @@ fn eval_with_shots_on_the_folder_layout_draws_from_normal() {
     args.extend(model_args());
     let mut few = args.clone();
     few.extend(["--shots".into(), "2".into(), "--seeds".into(), "2".into()]);
-    ok(&run(&few));
+    ok(&kanoclip(&few));
     let metrics: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
     let references = metrics["few_shot"]["references"].as_str().unwrap();
@@ -355,7 +324,7 @@ fn eval_with_shots_on_the_folder_layout_draws_from_normal() {
     // Five normal images: five references would leave none to score.
     let mut too_many = args.clone();
     too_many.extend(["--shots".into(), "5".into()]);
-    let o = run(&too_many);
+    let o = kanoclip(&too_many);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success() && err.contains("5 normal images"),

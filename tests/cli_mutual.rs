@@ -5,36 +5,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use common::{fixture, read_json};
+use common::{fixture, kanoclip, ok, read_json, s, scratch};
 use serde_json::Value;
-
-fn kanoclip(args: &[String]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kanoclip"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("kanoclip-climu-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
 
 /// The fixture model with its trained head: the detector settings the reference used.
 fn model() -> Vec<String> {
@@ -81,7 +54,7 @@ fn copy_case(case: &Value, dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn detect_scores_each_folder_as_a_group_like_the_reference() {
     let doc = read_json("mutual_cases.json");
-    let dir = scratch("detect");
+    let dir = scratch("climu", "detect");
     // Folder a: the reference's group of eight, after an unreadable file (`0_bad.png`
     // sorts first), which is reported and does not break the group.
     let a = copy_case(&doc["cases"][0], &dir.join("in/a"));
@@ -150,7 +123,7 @@ fn detect_scores_each_folder_as_a_group_like_the_reference() {
 #[test]
 fn stragglers_and_resumed_runs_are_scored_with_their_folder_as_context() {
     let doc = read_json("mutual_cases.json");
-    let dir = scratch("resume");
+    let dir = scratch("climu", "resume");
     let a = copy_case(&doc["cases"][0], &dir.join("in"));
     // Six of the eight first; then the last two arrive and the run is resumed.
     let later: Vec<Vec<u8>> = a[6..].iter().map(|p| std::fs::read(p).unwrap()).collect();
@@ -193,7 +166,7 @@ fn stragglers_and_resumed_runs_are_scored_with_their_folder_as_context() {
 
 #[test]
 fn eval_mutual_writes_its_settings_and_beats_zero_shot_on_synthetic_defects() {
-    let dir = scratch("eval");
+    let dir = scratch("climu", "eval");
     let data = dir.join("data");
     ok(&kanoclip(&args(&[
         "synth",
@@ -230,7 +203,7 @@ fn eval_mutual_writes_its_settings_and_beats_zero_shot_on_synthetic_defects() {
 
 #[test]
 fn bad_mutual_flags_exit_non_zero_with_one_line() {
-    let dir = scratch("flags");
+    let dir = scratch("climu", "flags");
     let input = fixture("images/mutual_0.png");
     for extra in [
         vec!["--mutual", "--group", "2"],

@@ -295,25 +295,34 @@ async function droppedFiles(dt) {
   return out;
 }
 
-function setupInputs() {
-  const drop = $('drop');
-  const dropReady = () => drop.getAttribute('aria-disabled') !== 'true';
-  drop.addEventListener('click', () => dropReady() && $('file').click());
-  drop.addEventListener('keydown', (e) => {
-    if ((e.key === 'Enter' || e.key === ' ') && dropReady()) {
+/**
+ * A drop zone that opens `picker` on click, Enter or Space and hands a drop's DataTransfer
+ * to `onDrop`, all while the model is ready (the zone's aria-disabled says so).
+ */
+function dropZone(zone, picker, onDrop) {
+  const ready = () => zone.getAttribute('aria-disabled') !== 'true';
+  zone.addEventListener('click', () => ready() && picker.click());
+  zone.addEventListener('keydown', (e) => {
+    if ((e.key === 'Enter' || e.key === ' ') && ready()) {
       e.preventDefault();
-      $('file').click();
+      picker.click();
     }
   });
-  drop.addEventListener('dragover', (e) => {
+  zone.addEventListener('dragover', (e) => {
     e.preventDefault();
-    drop.classList.add('over');
+    zone.classList.add('over');
   });
-  drop.addEventListener('dragleave', () => drop.classList.remove('over'));
-  drop.addEventListener('drop', (e) => {
+  zone.addEventListener('dragleave', () => zone.classList.remove('over'));
+  zone.addEventListener('drop', (e) => {
     e.preventDefault();
-    drop.classList.remove('over');
-    const f = e.dataTransfer?.files?.[0];
+    zone.classList.remove('over');
+    if (ready()) onDrop(e.dataTransfer);
+  });
+}
+
+function setupInputs() {
+  dropZone($('drop'), $('file'), (dt) => {
+    const f = dt?.files?.[0];
     if (f) inspect(f);
   });
   $('file').addEventListener('change', (e) => {
@@ -572,25 +581,7 @@ async function runBatch(files) {
 
 /** The batch view's inputs: drop zone, files, folder, group size, stop. */
 function setupBatch() {
-  const drop = $('batch-drop');
-  const ready = () => drop.getAttribute('aria-disabled') !== 'true';
-  drop.addEventListener('click', () => ready() && $('batch-files').click());
-  drop.addEventListener('keydown', (e) => {
-    if ((e.key === 'Enter' || e.key === ' ') && ready()) {
-      e.preventDefault();
-      $('batch-files').click();
-    }
-  });
-  drop.addEventListener('dragover', (e) => {
-    e.preventDefault();
-    drop.classList.add('over');
-  });
-  drop.addEventListener('dragleave', () => drop.classList.remove('over'));
-  drop.addEventListener('drop', async (e) => {
-    e.preventDefault();
-    drop.classList.remove('over');
-    if (ready()) runBatch(await droppedFiles(e.dataTransfer)).catch(fail);
-  });
+  dropZone($('batch-drop'), $('batch-files'), (dt) => droppedFiles(dt).then(runBatch).catch(fail));
   for (const id of ['batch-files', 'batch-folder']) {
     $(id).addEventListener('change', (e) => runBatch([...(e.target.files || [])]).catch(fail));
   }

@@ -20,8 +20,7 @@ use crate::error::{Error, Result};
 use crate::tensor_io::{to_vec, to_vec_async};
 
 /// How an image of a group was scored.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scored {
     /// Mutually, in a group of this many images.
     Mutual {

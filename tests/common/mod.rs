@@ -6,6 +6,36 @@ use std::path::PathBuf;
 use burn::prelude::Device;
 use kanoclip::device::{BackendKind, device};
 
+/// Run the `kanoclip` binary with `args`.
+pub fn kanoclip<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_kanoclip"))
+        .args(args)
+        .output()
+        .expect("runs")
+}
+
+/// Fail with the command's stderr unless it succeeded.
+pub fn ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An empty folder of this test process's own, `kanoclip-TAG-NAME-PID` in the temp dir.
+pub fn scratch(tag: &str, name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("kanoclip-{tag}-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A path as a command-line argument.
+pub fn s(p: &std::path::Path) -> String {
+    p.display().to_string()
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
