@@ -2,8 +2,11 @@
 // the SAME graph, in one headless Chromium session: a ViT-B/16-shaped RANDOM model at 224
 // with a random 4-level head, CLIP-VV from block 4, taps 3/6/9/12, maps, σ = 4 and the
 // score (scripts/onnx_export.py writes the weights, the head file and the ONNX graph from
-// the same numbers). Both wasm runtimes run on one thread: kanoclip-wasm has no threaded
-// build, and the page is not cross-origin isolated. The WebGPU rows run on Chromium's
+// the same numbers). The CPU rows: on a page that is not cross-origin isolated, both on
+// one thread (kanoclip-wasm's single-threaded module); then on an isolated page (COOP/COEP),
+// kanoclip-wasm's threaded module and onnxruntime-web's threaded wasm at 1 and 2 threads
+// (KANOCLIP_BENCH_THREADS, default "1 2"), each configuration on a page of its own (ort's
+// thread count is fixed at its first session). The WebGPU rows run on Chromium's
 // SwiftShader adapter (emulated on the CPU): a path check, not a GPU figure.
 //
 //   scripts/bench-browser         # does all of it: export, convert, npm, this script
@@ -35,9 +38,9 @@ writeFileSync(join(dir, 'index.html'), '<!doctype html><meta charset="utf-8"><li
   '<script type="module" src="bench.js"></script>');
 writeFileSync(join(dir, 'bench.js'), `import { createDetector } from './kanoclip-wasm/dist/index.js';
 const med = (v) => v.slice().sort((a, b) => a - b)[Math.floor(v.length / 2)];
-window.kanoclip = async (backend, runs) => {
+window.kanoclip = async (backend, runs, threads) => {
   const t0 = performance.now();
-  const d = await createDetector({ weights: 'model/manifest.json', backend });
+  const d = await createDetector({ weights: 'model/manifest.json', backend, threads });
   const loadMs = performance.now() - t0;
   const blob = await (await fetch('crack.jpg')).blob();
   const fwd = [], total = [];
@@ -48,12 +51,12 @@ window.kanoclip = async (backend, runs) => {
   }
   const stats = await d.stats();
   d.dispose();
-  return { backend: d.backend, loadMs, firstMs: total[0], warmForwardMs: med(fwd.slice(1)),
+  return { backend: d.backend, threads: d.threads, loadMs, firstMs: total[0], warmForwardMs: med(fwd.slice(1)),
     warmMs: med(total.slice(1)), score, wasmMB: stats.wasmBytes / 1e6 };
 };
-window.ort = async (ep, runs) => {
+window.ort = async (ep, runs, threads) => {
   const ort = await import(ep === 'webgpu' ? './ort/ort.webgpu.min.mjs' : './ort/ort.wasm.min.mjs');
-  ort.env.wasm.numThreads = 1;
+  ort.env.wasm.numThreads = threads ?? 1;
   ort.env.wasm.wasmPaths = new URL('./ort/', location.href).href;
   const t0 = performance.now();
   const s = await ort.InferenceSession.create('detect.onnx', { executionProviders: [ep] });
@@ -69,40 +72,44 @@ window.ort = async (ep, runs) => {
     t.push(performance.now() - a);
   }
   await s.release();
-  return { backend: ep, loadMs, firstMs: t[0], warmMs: med(t.slice(1)), score, version: ort.env.versions?.web };
+  return { backend: ep, threads: threads ?? 1, loadMs, firstMs: t[0], warmMs: med(t.slice(1)), score, version: ort.env.versions?.web };
 };
 `);
-const server = await serve(dir, 0);
+const server = await serve(dir, 0, { isolated: false });
+const isolated = await serve(dir, 0);
 const ctx = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'kanoclip-chromium-')), {
   executablePath: '/usr/bin/chromium', headless: true,
   args: ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync',
     '--disable-quic', '--no-first-run', '--headless=new', '--enable-unsafe-webgpu'],
 });
-const page = await ctx.newPage();
-page.on('pageerror', (e) => console.log('pageerror', e.message));
-page.on('console', (m) => m.type() === 'error' && console.log('console', m.text()));
-await page.goto(`http://127.0.0.1:${server.address().port}/`);
-await page.waitForFunction(() => window.kanoclip && window.ort);
+/** A fresh page on `srv`, ready to run either side. */
+const open = async (srv) => {
+  const page = await ctx.newPage();
+  page.on('pageerror', (e) => console.log('pageerror', e.message));
+  page.on('console', (m) => m.type() === 'error' && console.log('console', m.text()));
+  await page.goto(`http://127.0.0.1:${srv.address().port}/`);
+  await page.waitForFunction(() => window.kanoclip && window.ort);
+  return page;
+};
 const json = process.env.KANOCLIP_BENCH_JSON;
 const rows = [];
-const row = (side, backend, r) => {
-  rows.push({ side, backend, ...r });
-  console.log(`${(side + (r.version ? ' ' + r.version : '')).padEnd(22)} ${backend.padEnd(7)} warm ${r.warmMs.toFixed(0).padStart(6)} ms` +
+const row = (side, backend, r, label) => {
+  rows.push({ side, backend, label, ...r });
+  console.log(`${(side + (r.version ? ' ' + r.version : '')).padEnd(22)} ${label.padEnd(22)} warm ${r.warmMs.toFixed(0).padStart(6)} ms` +
     (r.warmForwardMs ? ` (forward ${r.warmForwardMs.toFixed(0)})` : '') +
     `  first ${r.firstMs.toFixed(0)} ms  load ${r.loadMs.toFixed(0)} ms  score ${r.score.toFixed(5)}` +
     (r.wasmMB ? `  wasm memory ${r.wasmMB.toFixed(0)} MB` : ''));
-  if (json) appendFileSync(json, JSON.stringify({ side, work: 'browser-detect', threads: 1, ...r, ms: r.warmMs }) + '\n');
+  if (json) appendFileSync(json, JSON.stringify({ side, work: 'browser-detect', ...r, label, ms: r.warmMs }) + '\n');
 };
 console.log(`same graph: ViT-B/16-shaped RANDOM model + head; reference score ${expected.score.toFixed(5)}`);
-const pairs = [['cpu', 'wasm']];
-if (!process.env.SKIP_WEBGPU) pairs.push(['webgpu', 'webgpu']);
 const ratios = [];
 // A side that fails (onnxruntime-web's WebGPU run has closed the page on SwiftShader) is
 // reported and skipped; the rows already measured are kept.
-const attempt = async (name, backend, f, arg) => {
+const attempt = async (srv, name, backend, label, f, arg) => {
+  const page = await open(srv);
   try {
     const r = await page.evaluate(f, arg);
-    row(name, backend, r);
+    row(name, backend, r, label);
     if (Math.abs(r.score - expected.score) > 2e-3) {
       console.log(`WARNING: ${name} ${backend} score ${r.score} is not the reference's ${expected.score}: not the same work`);
     }
@@ -110,18 +117,30 @@ const attempt = async (name, backend, f, arg) => {
   } catch (e) {
     console.log(`${name} ${backend}: failed: ${String(e.message).split('\n')[0]}`);
     return null;
+  } finally {
+    if (!page.isClosed()) await page.close();
   }
 };
-for (const [kb, ob] of pairs) {
-  const k = await attempt('kanoclip-wasm', kb, ([b, n]) => window.kanoclip(b, n), [kb, kb === 'cpu' ? runs : 2]);
-  const o = await attempt('onnxruntime-web', ob, ([b, n]) => window.ort(b, n), [ob, ob === 'wasm' ? runs : 2]);
+const pair = async (srv, kb, ob, threads, label) => {
+  const n = kb === 'cpu' ? runs : 2;
+  const k = await attempt(srv, 'kanoclip-wasm', kb, label, ([b, n, t]) => window.kanoclip(b, n, t), [kb, n, threads]);
+  const o = await attempt(srv, 'onnxruntime-web', ob, label, ([b, n, t]) => window.ort(b, n, t), [ob, n, threads]);
   if (k && o) {
-    ratios.push(`${kb}: kanoclip/onnxruntime-web ${(k.warmMs / o.warmMs).toFixed(2)}× whole detect, ` +
+    ratios.push(`${label}: kanoclip/onnxruntime-web ${(k.warmMs / o.warmMs).toFixed(2)}× whole detect, ` +
       `${(k.warmForwardMs / o.warmMs).toFixed(2)}× forward only`);
   }
-  if (page.isClosed()) break;
+  return k;
+};
+await pair(server, 'cpu', 'wasm', 1, 'cpu, not isolated, 1');
+const byThreads = {};
+for (const t of (process.env.KANOCLIP_BENCH_THREADS || '1 2').split(/\s+/).filter(Boolean).map(Number)) {
+  byThreads[t] = await pair(isolated, 'cpu', 'wasm', t, `cpu, isolated, ${t}`);
 }
+const [one, two] = [byThreads[1], byThreads[2]];
+if (one && two) ratios.push(`kanoclip-wasm 1 → 2 threads: ${(one.warmMs / two.warmMs).toFixed(2)}× faster`);
+if (!process.env.SKIP_WEBGPU) await pair(server, 'webgpu', 'webgpu', undefined, 'webgpu');
 ratios.forEach((r) => console.log(r));
 writeFileSync(join(process.env.KANOCLIP_LOGS || tmpdir(), 'browser-bench.json'), JSON.stringify(rows, null, 1));
 await ctx.close();
 server.close();
+isolated.close();

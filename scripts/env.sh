@@ -18,6 +18,8 @@ if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
   export XDG_RUNTIME_DIR=/tmp/kanoclip-xdg-$(id -u)
   mkdir -p -m 700 "$XDG_RUNTIME_DIR"
 fi
+# The nightly for the threaded browser module (wasm atomics need `-Z build-std`).
+export KANOCLIP_NIGHTLY=nightly-2026-05-20
 # Pinned tools built once per machine (wasm-bindgen-cli).
 export KANOCLIP_TOOLS=${KANOCLIP_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/kanoclip/tools}
 # The pinned Python reference (scripts/requirements.txt, ~5.5 GB), built on first use by the

@@ -4,6 +4,9 @@
 // response, not from the page, so the worker scripts need the header too.
 // Paths are decoded once and must stay inside the served folder: `..`, encoded
 // separators, NUL bytes and malformed escapes get 400 or 403, never a file outside it.
+// The pages are cross-origin isolated (COOP `same-origin`, COEP `require-corp`), which the
+// package's threaded CPU module needs (shared memory); `serve(dir, port, { isolated: false })`
+// serves without, as most hosts do by default (the tests check both).
 //   node scripts/serve.mjs [dir] [port]
 import { createServer } from 'node:http';
 import { createReadStream, statSync } from 'node:fs';
@@ -35,7 +38,14 @@ export function resolvePath(root, url) {
   return file;
 }
 
-export function serve(dir, port = 0) {
+/** What a host sends for a cross-origin isolated page (the threaded module's shared memory). */
+export const ISOLATION = {
+  'Cross-Origin-Opener-Policy': 'same-origin',
+  'Cross-Origin-Embedder-Policy': 'require-corp',
+  'Cross-Origin-Resource-Policy': 'same-origin',
+};
+
+export function serve(dir, port = 0, { isolated = true } = {}) {
   const root = resolve(dir);
   const server = createServer((req, res) => {
     let file = resolvePath(root, req.url);
@@ -52,6 +62,7 @@ export function serve(dir, port = 0) {
         'Cache-Control': 'no-cache',
         'X-Content-Type-Options': 'nosniff',
         'Content-Security-Policy': CSP,
+        ...(isolated ? ISOLATION : {}),
       });
       createReadStream(file).pipe(res);
     } catch {

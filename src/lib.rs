@@ -34,7 +34,7 @@
 
 pub(crate) mod atomic;
 pub mod clip;
-#[cfg(all(feature = "flex", feature = "native"))]
+#[cfg(feature = "flex")]
 pub(crate) mod cpu;
 #[cfg(feature = "train")]
 pub mod data;

@@ -1,7 +1,7 @@
 // The inference side: loads the bundle and the wasm module and answers requests one at a
 // time. It runs in a Web Worker (worker.ts) or, with `worker: false`, on the page itself.
 
-import type { GroupEntry, Ready, Reply, Request } from './protocol.js';
+import type { GroupEntry, PoolInit, Ready, Reply, Request } from './protocol.js';
 import { loadBundle } from './weights.js';
 import { KanoclipError, messageOf, toKanoclipError } from './errors.js';
 import { backendOf, builtReferenceOf, calibrationOf, detectionOf, groupResultOf, referenceInfoOf } from './check.js';
@@ -82,7 +82,7 @@ function countGpu(): void {
   }
 }
 
-/** The wasm module, from `wasmUrl` (set by the first request, `load`) or beside this file. */
+/** The single-threaded module (wasm/), from `wasmUrl` or beside this file. */
 async function wasm(wasmUrl?: string): Promise<Wasm> {
   if (!wasmPromise) {
     wasmPromise = (async () => {
@@ -95,6 +95,99 @@ async function wasm(wasmUrl?: string): Promise<Wasm> {
   }
   return wasmPromise;
 }
+
+type Threaded = typeof import('../wasm-threads/kanoclip.js');
+
+/**
+ * Why the threaded module cannot run here, or null if it can: it needs shared memory
+ * (a cross-origin isolated page) and a Web Worker to block in (never the page's thread).
+ */
+export function threadsDeclined(): string | null {
+  const g = globalThis as { crossOriginIsolated?: boolean; WorkerGlobalScope?: abstract new () => unknown };
+  if (!g.WorkerGlobalScope || !(globalThis instanceof g.WorkerGlobalScope)) return 'the engine runs on the page (worker: false)';
+  if (g.crossOriginIsolated !== true || typeof SharedArrayBuffer !== 'function') {
+    return 'the page is not cross-origin isolated (COOP/COEP headers)';
+  }
+  return null;
+}
+
+/** The pool threads' workers, kept so that they are not collected. */
+const poolWorkers: Worker[] = [];
+
+function startPoolThread(module: WebAssembly.Module, memory: WebAssembly.Memory, channel: string): Promise<void> {
+  return new Promise((ok, fail) => {
+    const w = new Worker(new URL('./pool.js', import.meta.url), { type: 'module', name: 'kanoclip-pool' });
+    poolWorkers.push(w);
+    w.onmessage = (ev: MessageEvent<{ type: string; message?: string }>) => {
+      if (ev.data?.type === 'ready') ok();
+      else fail(new Error(ev.data?.message ?? 'no reason given'));
+    };
+    w.onerror = (ev: ErrorEvent) => {
+      ev.preventDefault();
+      fail(new Error(ev.message || 'its script did not load'));
+    };
+    const init: PoolInit = { module, memory, channel };
+    w.postMessage(init);
+  });
+}
+
+/**
+ * The threaded module (wasm-threads/) on `threads` pool threads: the module is compiled
+ * once here and instantiated by each thread on this instance's shared memory.
+ */
+async function wasmThreads(threads: number, url: string | undefined, channel: string): Promise<Wasm> {
+  const m: Threaded = await import('../wasm-threads/kanoclip.js');
+  const src = url ?? new URL('../wasm-threads/kanoclip_bg.wasm', import.meta.url).href;
+  const res = await fetch(src);
+  if (!res.ok) throw new Error(`${src}: HTTP ${res.status}`);
+  let module: WebAssembly.Module;
+  try {
+    module = await WebAssembly.compileStreaming(res.clone());
+  } catch {
+    module = await WebAssembly.compile(await res.arrayBuffer()); // a server without application/wasm
+  }
+  const exports = await m.default({ module_or_path: module });
+  // The workers first (each then waits for its thread), then the pool, which hands the
+  // threads out and returns once all of them run.
+  m.poolPrepare();
+  await Promise.all(Array.from({ length: threads }, () => startPoolThread(module, exports.memory, channel)));
+  m.poolBuild(threads);
+  wasmMemory = exports.memory;
+  // The same exports as the single module's, plus the pool's.
+  return m as unknown as Wasm;
+}
+
+/**
+ * The module for a load: the threaded one for the CPU path where it can run (`threads`
+ * caps its pool; every core by default), else the single-threaded one, which is also the
+ * one with WebGPU. Only the module picked is downloaded; the threaded one falls back to
+ * the other if it cannot start, and says why.
+ */
+async function moduleFor(req: Request & { type: 'load' }, cpu: boolean): Promise<{ m: Wasm; threads: number; note: string }> {
+  if (wasmPromise) return { m: await wasmPromise, threads: threadCount, note: '' };
+  const cores = Math.max(1, Math.floor(globalThis.navigator?.hardwareConcurrency || 1));
+  const threads = Math.max(1, Math.min(req.threads ?? cores, cores));
+  const declined = !cpu ? 'WebGPU runs on the single-threaded module' : threadsDeclined() ?? (!req.poolChannel ? 'no channel to the page' : null);
+  if (!declined) {
+    const started = wasmThreads(threads, req.wasmThreadsUrl, req.poolChannel as string);
+    try {
+      wasmPromise = started;
+      const m = await started;
+      threadCount = threads;
+      return { m, threads, note: `${threads} CPU thread${threads === 1 ? '' : 's'}` };
+    } catch (e) {
+      for (const w of poolWorkers.splice(0)) w.terminate();
+      wasmPromise = null;
+      const m = await wasm(req.wasmUrl);
+      return { m, threads: 1, note: `1 CPU thread: the threaded module did not start (${messageOf(e)})` };
+    }
+  }
+  const m = await wasm(req.wasmUrl);
+  return { m, threads: 1, note: cpu ? `1 CPU thread: ${declined}` : '' };
+}
+
+/** The pool size of the module in use (1: the single-threaded module). */
+let threadCount = 1;
 
 /**
  * Why `backend: 'auto'` should not take WebGPU here, or null to take it. A software
@@ -138,7 +231,11 @@ export function createEngine(post: (r: Reply, transfer?: Transferable[]) => void
       return;
     }
     try {
-      const m = await wasm(req.type === 'load' ? req.wasmUrl : undefined);
+      // `auto` takes WebGPU only on a hardware adapter; the reason is reported. That is
+      // decided first, so that only the module the backend needs is downloaded.
+      const declined = req.type === 'load' && req.backend === 'auto' ? await autoDeclinesWebGpu() : null;
+      const picked = req.type === 'load' ? await moduleFor(req, req.backend === 'cpu' || declined !== null) : null;
+      const m = picked?.m ?? (await wasm());
       switch (req.type) {
         case 'load': {
           if (req.stats) countGpu();
@@ -147,11 +244,9 @@ export function createEngine(post: (r: Reply, transfer?: Transferable[]) => void
           const vision = bundle.files.get('vision');
           if (!vision) throw new KanoclipError('MODEL_INCOMPATIBLE', 'the bundle has no vision file');
           const head = bundle.files.get('head') ?? new Uint8Array(0);
-          // `auto` takes WebGPU only on a hardware adapter; the reason is reported.
-          const declined = req.backend === 'auto' ? await autoDeclinesWebGpu() : null;
           detector = await m.WebDetector.create(bundle.manifestText, vision, head, declined ? 'cpu' : req.backend);
           const backend = backendOf(detector.backend());
-          const reason =
+          const asked =
             req.backend !== 'auto'
               ? `asked for ${req.backend === 'cpu' ? 'the CPU' : 'WebGPU'}`
               : declined
@@ -159,9 +254,13 @@ export function createEngine(post: (r: Reply, transfer?: Transferable[]) => void
                 : backend === 'webgpu'
                   ? 'automatic: a hardware WebGPU adapter'
                   : 'automatic: WebGPU did not start';
+          const threads = backend === 'cpu' ? (picked?.threads ?? 1) : 1;
+          const note = backend === 'cpu' ? picked?.note || '1 CPU thread' : '';
+          const reason = note ? `${asked}; ${note}` : asked;
           const ready: Ready = {
             backend,
             backendReason: reason,
+            threads,
             threshold: detector.threshold(),
             notice: detector.notice() ?? null,
             name: bundle.manifest.name,
@@ -231,9 +330,15 @@ export function createEngine(post: (r: Reply, transfer?: Transferable[]) => void
           need(detector).setFewShotWeight(req.value);
           post({ id, type: 'ok', kind: 'fewShotWeight', value: null });
           return;
-        case 'panic':
-          m.debugPanic();
+        case 'panic': {
+          // On a pool thread: this thread then waits for it forever; the thread tells the
+          // page, which restarts the engine.
+          const pool = (m as unknown as Partial<Threaded>).debugPanicInPool;
+          if (req.where === 'pool' && pool) pool();
+          else if (req.where === 'pool') throw new KanoclipError('INVALID_ARGUMENT', 'this engine has no thread pool');
+          else m.debugPanic();
           return;
+        }
         case 'stats': {
           countGpu();
           const kinds = Object.fromEntries(gpu.kinds);

@@ -100,6 +100,8 @@ export class Detector {
     manifestUrl: string;
     workerUrl?: string;
     wasmUrl?: string;
+    wasmThreadsUrl?: string;
+    threads?: number;
   };
   #ready!: Ready;
   #threshold = 0.5;
@@ -119,6 +121,11 @@ export class Detector {
       workerUrl: options.workerUrl === undefined ? undefined : String(options.workerUrl),
       wasmUrl:
         options.wasmUrl === undefined ? undefined : new URL(String(options.wasmUrl), globalThis.location?.href).href,
+      wasmThreadsUrl:
+        options.wasmThreadsUrl === undefined
+          ? undefined
+          : new URL(String(options.wasmThreadsUrl), globalThis.location?.href).href,
+      threads: options.threads,
       manifestUrl: new URL(String(options.weights), globalThis.location?.href).href,
     };
   }
@@ -133,6 +140,10 @@ export class Detector {
     const backend = options.backend ?? 'auto';
     if (!['webgpu', 'cpu', 'auto'].includes(backend)) {
       throw err('INVALID_ARGUMENT', `backend must be 'webgpu', 'cpu' or 'auto', not ${JSON.stringify(backend)}`);
+    }
+    const { threads } = options;
+    if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 256)) {
+      throw err('INVALID_ARGUMENT', `threads must be a whole number from 1 to 256, not ${JSON.stringify(threads)}`);
     }
     const d = new Detector(options);
     const { signal } = options;
@@ -166,6 +177,15 @@ export class Detector {
    */
   get backendReason(): string {
     return this.#ready.backendReason;
+  }
+  /**
+   * The CPU threads inference runs on: on the CPU path of a cross-origin isolated page,
+   * the threaded module's pool (every core, or `threads` at most); else 1.
+   * @example
+   * console.info(`${detector.backend}, ${detector.threads} thread(s)`);
+   */
+  get threads(): number {
+    return this.#ready.threads;
   }
   /**
    * The decision threshold in force: the bundle's, or the last `setThreshold`/`calibrate`.
@@ -205,6 +225,9 @@ export class Detector {
         backend: this.#options.backend,
         stats: this.#options.stats,
         wasmUrl: this.#options.wasmUrl,
+        wasmThreadsUrl: this.#options.wasmThreadsUrl,
+        threads: this.#options.threads,
+        poolChannel: this.#transport.poolChannel,
       },
       [],
       onProgress,
@@ -667,11 +690,12 @@ export class Detector {
   }
 
   /**
-   * For the package's own tests: make the wasm module panic (the next call restarts it).
+   * For the package's own tests: make the wasm module panic (the next call restarts it), on
+   * the engine's thread or, with `'pool'`, on one of the threaded module's pool threads.
    * Not part of the API: reached through `Symbol.for('kanoclip.debugPanic')`.
    */
-  async [DEBUG_PANIC](): Promise<void> {
-    await this.#enqueue(() => this.#request({ type: 'panic' }, []));
+  async [DEBUG_PANIC](where?: 'pool'): Promise<void> {
+    await this.#enqueue(() => this.#request({ type: 'panic', where }, []));
   }
 }
 

@@ -60,6 +60,20 @@ export interface DetectorOptions {
    * like onnxruntime-web's `wasmPaths`; by default, next to the worker's files.
    */
   wasmUrl?: string | URL;
+  /**
+   * Where the app serves `wasm-threads/kanoclip_bg.wasm` (the subpath export
+   * `kanoclip-wasm/wasm-threads`), the threaded CPU module; by default, next to the
+   * worker's files. If it cannot be fetched, the single-threaded module runs instead.
+   */
+  wasmThreadsUrl?: string | URL;
+  /**
+   * The most CPU threads to run on (default: every core, `navigator.hardwareConcurrency`).
+   * More than one needs a cross-origin isolated page: served with
+   * `Cross-Origin-Opener-Policy: same-origin` and `Cross-Origin-Embedder-Policy:
+   * require-corp` (or `credentialless`). Elsewhere, and with `worker: false`, inference
+   * runs on one thread. `detector.threads` says how many it got.
+   */
+  threads?: number;
 }
 
 /**

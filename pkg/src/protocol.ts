@@ -142,7 +142,17 @@ export interface CalibrationStats {
 
 /** What each request carries besides its `type` and `id`. */
 interface Bodies {
-  load: { manifestUrl: string; backend: BackendChoice; stats: boolean; wasmUrl?: string };
+  load: {
+    manifestUrl: string;
+    backend: BackendChoice;
+    stats: boolean;
+    wasmUrl?: string;
+    wasmThreadsUrl?: string;
+    /** The most CPU threads to use (undefined: every core). */
+    threads?: number;
+    /** The BroadcastChannel on which a pool thread reports a trap (worker engines only). */
+    poolChannel?: string;
+  };
   encoded: { bytes: Uint8Array };
   rgba: { rgba: Uint8Array; width: number; height: number };
   threshold: { value: number };
@@ -154,7 +164,7 @@ interface Bodies {
   exportReference: object;
   importReference: { bytes: Uint8Array; weight: number };
   fewShotWeight: { value: number };
-  panic: object;
+  panic: { where?: 'pool' };
   stats: object;
 }
 
@@ -219,6 +229,11 @@ export type Reply =
 
 export interface Ready {
   backend: 'webgpu' | 'cpu';
+  /**
+   * The CPU threads inference runs on: the threaded module's pool size on a cross-origin
+   * isolated page, else 1 (the single-threaded module, or WebGPU).
+   */
+  threads: number;
   /** Why this backend: asked for, or what `auto` found (a software WebGPU adapter is declined). */
   backendReason: string;
   threshold: number;
@@ -227,4 +242,17 @@ export interface Ready {
   mode: 'trained' | 'training-free';
   bundleBytes: number;
   cached: boolean;
+}
+
+/** What the engine sends each pool thread (pool.ts) to start it. */
+export interface PoolInit {
+  module: WebAssembly.Module;
+  memory: WebAssembly.Memory;
+  channel: string;
+}
+
+/** A pool thread that trapped or could not start, to the engine and the page. */
+export interface PoolCrash {
+  type: 'pool-crash';
+  message: string;
 }

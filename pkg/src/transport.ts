@@ -2,11 +2,16 @@
 // the page itself (`worker: false`).
 
 import { createEngine } from './engine.js';
-import type { Reply, Request } from './protocol.js';
+import type { PoolCrash, Reply, Request } from './protocol.js';
 
 export interface Transport {
   send(req: Request, transfer: Transferable[]): void;
   terminate(): void;
+  /**
+   * The BroadcastChannel on which the engine's pool threads report a trap (the engine is
+   * then blocked waiting for the thread, so it cannot); worker transports only.
+   */
+  poolChannel?: string;
 }
 
 /**
@@ -33,7 +38,21 @@ export function workerTransport(onReply: (r: Reply) => void, onCrash: (e: string
     ev.preventDefault();
     onCrash(ev.message || 'the inference worker failed');
   };
-  return { send: (req, transfer) => w.postMessage(req, transfer), terminate: () => w.terminate() };
+  const poolChannel = `kanoclip-pool-${Math.random().toString(36).slice(2)}${Date.now().toString(36)}`;
+  const pool = typeof BroadcastChannel === 'function' ? new BroadcastChannel(poolChannel) : null;
+  if (pool) {
+    pool.onmessage = (ev: MessageEvent<PoolCrash>) => {
+      if (ev.data?.type === 'pool-crash') onCrash(`the wasm module stopped on a CPU thread (${ev.data.message}); restarting`);
+    };
+  }
+  return {
+    send: (req, transfer) => w.postMessage(req, transfer),
+    terminate: () => {
+      pool?.close();
+      w.terminate();
+    },
+    poolChannel: pool ? poolChannel : undefined,
+  };
 }
 
 export function inlineTransport(onReply: (r: Reply) => void): Transport {

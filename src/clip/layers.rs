@@ -97,7 +97,7 @@ impl Attention {
     /// `(v, v, v)` when `vv`. On the CPU backend, one fused kernel ([`crate::cpu::attend`]:
     /// heads read in place, no layout copies); elsewhere [`Attention::attend`].
     pub fn attend_fused(&self, fused: &Tensor<3>, vv: bool) -> Tensor<3> {
-        #[cfg(all(feature = "flex", feature = "native"))]
+        #[cfg(feature = "flex")]
         if let Some(out) = crate::cpu::attend(fused, self.heads, vv) {
             return self.out_proj.forward(out);
         }
@@ -142,9 +142,9 @@ impl Mlp {
         let x = if self.quick_gelu {
             let generic = |x: Tensor<3>| x.clone() * sigmoid(x.mul_scalar(1.702));
             // One in-place pass on the CPU backend; Burn's three ops elsewhere.
-            #[cfg(all(feature = "flex", feature = "native"))]
+            #[cfg(feature = "flex")]
             let x = crate::cpu::quick_gelu(x, generic);
-            #[cfg(not(all(feature = "flex", feature = "native")))]
+            #[cfg(not(feature = "flex"))]
             let x = generic(x);
             x
         } else {

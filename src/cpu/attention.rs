@@ -1,6 +1,7 @@
 //! Multi-head self-attention straight from the fused `in_proj` output.
 //!
-//! Burn's route splits `[b, t, 3w]` into q, k, v, makes each `[b, heads, t, hd]`
+//! The kernel is `kanoclip_kernels::attention`; this is its adapter to flex tensors, and
+//! its test against Burn's ops. Burn's route splits `[b, t, 3w]` into q, k, v, makes each `[b, heads, t, hd]`
 //! contiguous (a copy each), runs its attention op (softmax with libm `exp`), and copies the
 //! result back to `[b, t, w]` for `out_proj`. Here each (image, head) job reads its q, k
 //! and v where `in_proj` wrote them (gemm takes strides), keeps its `t × t` scores in a
@@ -9,10 +10,9 @@
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use burn_flex::FlexTensor;
+use kanoclip_kernels::attention::{self, Fused};
 
-use rayon::prelude::*;
-
-use super::{SharedMut, exp, flex_f32, from_flex};
+use super::{flex_f32, from_flex};
 
 /// `softmax(a bᵀ / √hd) c` per head, merged to `[b, t, w]`, from `fused = [b, t, 3w]`
 /// (q, k, v side by side, `heads` heads each): `(a, b, c) = (q, k, v)`, or `(v, v, v)`
@@ -20,91 +20,27 @@ use super::{SharedMut, exp, flex_f32, from_flex};
 pub fn attend(fused: &Tensor<3>, heads: usize, vv: bool) -> Option<Tensor<3>> {
     let x = flex_f32(fused)?;
     let [b, t, w3] = fused.dims();
-    let w = w3 / 3;
-    if heads == 0 || w3 % 3 != 0 || w % heads != 0 || t == 0 || b == 0 {
+    if w3 % 3 != 0 {
         return None;
     }
-    let hd = w / heads;
     let layout = x.layout();
     let strides = layout.strides();
     if strides[2] != 1 || strides[1] < 1 || strides[0] < 0 {
         return None;
     }
-    let (sb, st, off) = (
-        strides[0] as usize,
-        strides[1] as usize,
-        layout.start_offset(),
-    );
-    let data: &[f32] = x.storage();
-    // Every read below is inside the tensor's own elements: check the last one once.
-    let last = off + (b - 1) * sb + (t - 1) * st + w3 - 1;
-    if last >= data.len() {
-        return None;
-    }
-    let scale = 1.0 / (hd as f32).sqrt();
-    let (a_off, b_off) = if vv { (2 * w, 2 * w) } else { (0, w) };
-    let mut out = vec![0.0f32; b * t * w];
-    let dst = SharedMut(out.as_mut_ptr());
-    let src = data.as_ptr() as usize;
-    (0..b * heads).into_par_iter().for_each_init(
-        || vec![0.0f32; t * t],
-        |scores, job| {
-            let (i, h) = (job / heads, job % heads);
-            let base = off + i * sb + h * hd;
-            let src = src as *const f32;
-            // SAFETY: `a`, `b` and `c` address `t` rows of `hd` elements at stride `st`
-            // inside `data` (checked against `last` above); `scores` is `t × t`; job
-            // (i, h) alone writes rows `i·t ..` columns `h·hd ..` of `out`.
-            unsafe {
-                gemm::gemm(
-                    t,
-                    t,
-                    hd,
-                    scores.as_mut_ptr(),
-                    1,
-                    t as isize,
-                    false,
-                    src.add(base + a_off),
-                    1,
-                    st as isize,
-                    src.add(base + b_off),
-                    st as isize,
-                    1,
-                    0.0,
-                    scale,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-                exp::softmax_rows(scores, t);
-                gemm::gemm(
-                    t,
-                    hd,
-                    t,
-                    dst.ptr().add(i * t * w + h * hd),
-                    1,
-                    w as isize,
-                    false,
-                    scores.as_ptr(),
-                    1,
-                    t as isize,
-                    src.add(base + 2 * w),
-                    1,
-                    st as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-        },
-    );
+    let shape = Fused {
+        b,
+        t,
+        w: w3 / 3,
+        heads,
+        batch_stride: strides[0] as usize,
+        row_stride: strides[1] as usize,
+        offset: layout.start_offset(),
+    };
+    let out = attention::attend(x.storage(), shape, vv)?;
     Some(from_flex(FlexTensor::from_data(TensorData::new(
         out,
-        [b, t, w],
+        [b, t, w3 / 3],
     ))))
 }
 

@@ -12,14 +12,14 @@
 //! tensors: wgpu, CUDA and autodiff take Burn's own ops in the callers, which are the
 //! reference these kernels are tested against (and the parity fixtures run through both).
 //!
-//! Native builds only (feature `native`; their jobs run on rayon's pool, the one burn-flex
-//! uses). The browser build keeps Burn's ops on its CPU fallback: it has no threads, its
-//! code is size-optimised (`opt-level = "z"` leaves these loops unvectorised), and these
-//! kernels took the module past its 3.0 MB gzipped budget (by 1 KB) for a speed-up that
-//! was not measured there.
+//! Every build with `flex`, the browser's CPU fallback included: the loops live in the
+//! crate `kanoclip-kernels` (src/cpu/kernels), which the size-optimised browser build
+//! compiles at -O3 with SIMD128 (its own profile override); their jobs run on rayon's
+//! pool, the one burn-flex uses, or on the calling thread where wasm32 has no threads.
 
 mod attention;
-mod exp;
+
+use kanoclip_kernels::exp;
 
 pub use attention::attend;
 
@@ -60,20 +60,6 @@ pub fn quick_gelu<const D: usize>(
     };
     exp::quick_gelu(&mut v);
     from_flex(FlexTensor::from_data(TensorData::new(v, shape)))
-}
-
-/// A raw pointer that jobs on other threads may write through, each to its own part.
-#[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
-// SAFETY: the kernels hand each parallel job a disjoint part of the buffer.
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
-
-impl SharedMut {
-    /// The pointer (a method, so that closures capture the whole `Send` wrapper).
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
 }
 
 #[cfg(test)]
@@ -117,5 +103,76 @@ mod tests {
         let x = Tensor::<3>::ones([1, 2, 3], &dev);
         let y = quick_gelu(x, |x| x.mul_scalar(7.0));
         assert_eq!(y.into_data().try_to_vec::<f32>().unwrap(), vec![7.0; 6]);
+    }
+}
+
+#[cfg(test)]
+mod exp_tests {
+    use kanoclip_kernels::exp::{exp, quick_gelu, softmax_rows};
+
+    fn ulps(a: f32, b: f32) -> u32 {
+        (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
+    }
+
+    #[test]
+    fn exp_is_within_2_ulp_of_libm_over_its_range() {
+        let mut worst = 0;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            worst = worst.max(ulps(exp(x), x.exp()));
+            x += 0.000_731;
+        }
+        for x in [0.0f32, -0.0, 1.0, -1.0, 1e-30, -1e-30, 0.5, 88.0, -87.0] {
+            worst = worst.max(ulps(exp(x), x.exp()));
+        }
+        assert!(worst <= 2, "worst error {worst} ulp");
+        assert_eq!(exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn exp_saturates_and_keeps_nan() {
+        assert!(exp(f32::NAN).is_nan());
+        assert!(exp(1000.0).is_finite() && exp(1000.0) > 1e38);
+        assert!(exp(-1000.0) > 0.0 && exp(-1000.0) < 2e-38);
+        assert!(exp(f32::NEG_INFINITY) < 2e-38);
+    }
+
+    #[test]
+    fn softmax_rows_match_the_textbook_formula() {
+        // Row lengths around the 8-lane chunking, and a row with a large spread.
+        for len in [1usize, 7, 8, 9, 197] {
+            let rows = 3;
+            let s: Vec<f32> = (0..rows * len)
+                .map(|i| ((i * 7919) % 113) as f32 * 0.37 - 20.0)
+                .collect();
+            let mut got = s.clone();
+            softmax_rows(&mut got, len);
+            for (r, row) in s.chunks(len).enumerate() {
+                let max = row.iter().cloned().fold(f32::MIN, f32::max) as f64;
+                let z: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
+                for (j, &x) in row.iter().enumerate() {
+                    let want = (x as f64 - max).exp() / z;
+                    let g = got[r * len + j] as f64;
+                    assert!(
+                        (g - want).abs() <= 1e-6 * want.max(1e-3),
+                        "len {len}: {g} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quick_gelu_matches_its_formula() {
+        let xs: Vec<f32> = (-400..400).map(|i| i as f32 * 0.05).collect();
+        let mut got = xs.clone();
+        quick_gelu(&mut got);
+        for (&x, &g) in xs.iter().zip(&got) {
+            let want = x as f64 / (1.0 + (-1.702 * x as f64).exp());
+            assert!(
+                (g as f64 - want).abs() <= 1e-6 * want.abs().max(1e-2),
+                "{x}: {g} vs {want}"
+            );
+        }
     }
 }

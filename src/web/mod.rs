@@ -11,13 +11,17 @@
 //!   ([`types::JsError`]), built in one place ([`js_err`]) from [`crate::Error::kind`]. A panic traps the module (wasm
 //!   panics abort); the package's worker then starts a fresh instance, so the page keeps
 //!   working (`debug_panic` exists to test exactly that).
+//! - Two modules are built from this file (scripts/build-web): the single-threaded one
+//!   (feature `webgpu`, with the CPU fallback) and the threaded CPU one (feature
+//!   `threads`: wasm atomics, rayon's pool on Web Workers, see `pool`), which the package
+//!   loads for the CPU path on a cross-origin isolated page.
 pub mod types;
 
-#[cfg(all(target_arch = "wasm32", feature = "webgpu"))]
+#[cfg(all(target_arch = "wasm32", any(feature = "webgpu", feature = "threads")))]
 pub use glue::*;
 
-/// The wasm-bindgen exports (wasm32 with `webgpu` only).
-#[cfg(all(target_arch = "wasm32", feature = "webgpu"))]
+/// The wasm-bindgen exports (wasm32 with `webgpu`, or `threads` for the threaded CPU module).
+#[cfg(all(target_arch = "wasm32", any(feature = "webgpu", feature = "threads")))]
 mod glue {
 
     use std::rc::Rc;
@@ -66,7 +70,7 @@ mod glue {
     /// `Float32Array` (one copy out of wasm memory, transferred to the page without another).
     fn to_js(d: &Detection, backend: &str, total_ms: f64) -> Result<JsValue, JsValue> {
         let o = serde_wasm_bindgen::to_value(&JsDetection::new(d, backend, total_ms))
-            .map_err(|e| js_err(Error::backend("building the result object", e)))?;
+            .map_err(|e| js_err(Error::backend("building the result object", e.to_string())))?;
         let map = Float32Array::from(d.map.values.as_slice());
         Reflect::set(&o, &JsValue::from_str("map"), &map)
             .map_err(|_| js_err(Error::Invalid("cannot set the result's map".into())))?;
@@ -351,7 +355,9 @@ mod glue {
                 for (d, scored) in &found {
                     let o = to_js(d, &backend, per_image)?;
                     let info = serde_wasm_bindgen::to_value(&JsGroupInfo::new(scored, size))
-                        .map_err(|e| js_err(Error::backend("building the group info", e)))?;
+                        .map_err(|e| {
+                            js_err(Error::backend("building the group info", e.to_string()))
+                        })?;
                     Reflect::set(&o, &JsValue::from_str("mutual"), &info).map_err(|_| {
                         js_err(Error::Invalid("cannot set the result's group".into()))
                     })?;
@@ -379,8 +385,12 @@ mod glue {
             weight: fusion.weight,
             skipped,
         };
-        serde_wasm_bindgen::to_value(&info)
-            .map_err(|e| js_err(Error::backend("describing the reference memory", e)))
+        serde_wasm_bindgen::to_value(&info).map_err(|e| {
+            js_err(Error::backend(
+                "describing the reference memory",
+                e.to_string(),
+            ))
+        })
     }
 
     /// One reference: a `Uint8Array` file or an `{ rgba, width, height }` object, with the
@@ -417,13 +427,115 @@ mod glue {
     #[wasm_bindgen]
     pub fn calibrate(scores: Vec<f64>) -> Result<JsValue, JsValue> {
         let c = calibration_rule(&scores).map_err(js_err)?;
-        serde_wasm_bindgen::to_value(&JsCalibration::from(&c))
-            .map_err(|e| js_err(Error::backend("building the calibration object", e)))
+        serde_wasm_bindgen::to_value(&JsCalibration::from(&c)).map_err(|e| {
+            js_err(Error::backend(
+                "building the calibration object",
+                e.to_string(),
+            ))
+        })
     }
 
     /// Panics on purpose: the package's tests check that a panic does not leave it unusable.
     #[wasm_bindgen(js_name = debugPanic)]
     pub fn debug_panic() {
         panic!("deliberate panic (kanoclip test hook)");
+    }
+
+    #[cfg(feature = "threads")]
+    pub use pool::*;
+
+    /// rayon's pool on Web Workers, for the threaded module (feature `threads`).
+    ///
+    /// Hand-written rather than wasm-bindgen-rayon, whose worker script finds the module by
+    /// a directory import (`../../..`) that only a bundler resolves, or by re-fetching its
+    /// own source as a `blob:`, and which has no way to report a thread that traps. Here
+    /// the package's own `pool.js` (beside its `worker.js`, found the same way by every
+    /// bundler) starts each thread and reports a trap to the page, which then restarts the
+    /// engine; this side is the channel that hands each thread its rayon `ThreadBuilder`.
+    ///
+    /// The engine calls [`pool_prepare`], starts `threads` workers, each of which
+    /// instantiates the module on the shared memory, says it is ready and calls
+    /// [`pool_worker_run`] (blocking there until it is handed a thread); once all are
+    /// ready, the engine calls [`pool_build`], which hands them their threads and returns
+    /// when every one runs (rayon waits for that, so the workers must be there first).
+    /// The engine's thread never joins the pool: it blocks on results like any caller
+    /// outside a rayon pool, which browsers allow in a worker.
+    #[cfg(feature = "threads")]
+    mod pool {
+        use std::sync::{Mutex, mpsc};
+
+        use rayon::{ThreadBuilder, ThreadPoolBuilder};
+        use wasm_bindgen::prelude::*;
+
+        /// The builders waiting for a worker, and where [`pool_build`] sends them.
+        static WAITING: Mutex<Option<mpsc::Receiver<ThreadBuilder>>> = Mutex::new(None);
+        static SEND: Mutex<Option<mpsc::Sender<ThreadBuilder>>> = Mutex::new(None);
+
+        fn poisoned<T>(_: T) -> JsValue {
+            JsValue::from_str("the pool's lock is poisoned")
+        }
+
+        /// Open the channel the pool's threads will be handed through.
+        #[wasm_bindgen(js_name = poolPrepare)]
+        pub fn pool_prepare() -> Result<(), JsValue> {
+            let (tx, rx) = mpsc::channel();
+            *WAITING.lock().map_err(poisoned)? = Some(rx);
+            *SEND.lock().map_err(poisoned)? = Some(tx);
+            Ok(())
+        }
+
+        /// Build rayon's global pool with `threads` threads, one for each worker waiting in
+        /// [`pool_worker_run`]. Once per module instance.
+        #[wasm_bindgen(js_name = poolBuild)]
+        pub fn pool_build(threads: usize) -> Result<(), JsValue> {
+            if threads == 0 {
+                return Err(JsValue::from_str("the pool needs at least one thread"));
+            }
+            let tx = SEND
+                .lock()
+                .map_err(poisoned)?
+                .take()
+                .ok_or_else(|| JsValue::from_str("poolPrepare has not run"))?;
+            ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .spawn_handler(move |thread| {
+                    tx.send(thread)
+                        .map_err(|_| std::io::Error::other("no pool thread is waiting"))
+                })
+                .build_global()
+                .map_err(|e| JsValue::from_str(&format!("starting the thread pool: {e}")))
+        }
+
+        /// Run one pool thread until the pool ends (it never does): a worker's whole life.
+        #[wasm_bindgen(js_name = poolWorkerRun)]
+        pub fn pool_worker_run() -> Result<(), JsValue> {
+            let thread = {
+                let waiting = WAITING.lock().map_err(poisoned)?;
+                let rx = waiting
+                    .as_ref()
+                    .ok_or_else(|| JsValue::from_str("poolPrepare has not run"))?;
+                rx.recv()
+                    .map_err(|_| JsValue::from_str("the pool has no thread left to run"))?
+            };
+            thread.run();
+            Ok(())
+        }
+
+        /// The pool's thread count (1 where no pool was built: rayon then runs on the
+        /// calling thread).
+        #[wasm_bindgen(js_name = poolThreads)]
+        pub fn pool_threads() -> usize {
+            rayon::current_num_threads()
+        }
+
+        /// Panics on a pool thread on purpose: the package's tests check that the page
+        /// learns of it, the call rejects and the next call starts a fresh engine.
+        #[wasm_bindgen(js_name = debugPanicInPool)]
+        pub fn debug_panic_in_pool() {
+            rayon::join(
+                || panic!("deliberate panic on a pool thread (kanoclip test hook)"),
+                || (),
+            );
+        }
     }
 }

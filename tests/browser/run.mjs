@@ -135,6 +135,61 @@ for (const backend of ['cpu', 'webgpu']) {
   }
 }
 
+// The threaded CPU module (#25). serve.mjs isolates its pages (COOP/COEP), so the CPU tests
+// above ran on it with every core; here at 1 and 2 threads explicitly, then on a page that is
+// not isolated, which must get the single-threaded module (and download only that one).
+const wasmRequests = (page) => {
+  const got = [];
+  // Distinct modules: the demo page's own detector loads one too.
+  page.on('request', (r) => /_bg\.wasm$/.test(r.url()) && !got.includes(new URL(r.url()).pathname) && got.push(new URL(r.url()).pathname));
+  return got;
+};
+const detectWith = (page, options) => page.evaluate(async ([options, samples]) => {
+  const { createDetector } = await import('./kanoclip-wasm/dist/index.js');
+  const d = await createDetector({ backend: 'cpu', ...options });
+  const out = {};
+  for (const s of samples) {
+    const r = await d.detect(await (await fetch(`samples/hazelnut_toy/${s}.jpg`)).blob());
+    out[s] = { score: r.score, width: r.width, height: r.height, map: Array.from(r.map), ms: r.timings.totalMs };
+  }
+  const info = { threads: d.threads, reason: d.backendReason, isolated: globalThis.crossOriginIsolated };
+  d.dispose();
+  return { out, info };
+}, [options, SAMPLES]);
+
+await test('threaded module: detect equals native at 1 and 2 threads (tiny and trained-head bundles)', async () => {
+  for (const [kind, model] of [['free', 'model-free32/manifest.json'], ['head', 'model-head32/manifest.json']]) {
+    for (const threads of [1, 2]) {
+      const page = await ctx.newPage();
+      const wasm = wasmRequests(page);
+      await page.goto(`${origin}/`);
+      const { out, info } = await detectWith(page, { weights: model, threads });
+      assert(info.isolated === true, 'serve.mjs did not isolate the page');
+      assert(info.threads === threads && new RegExp(`${threads} CPU thread`).test(info.reason), `threads: ${JSON.stringify(info)}`);
+      assert(wasm.length === 1 && wasm[0].endsWith('/wasm-threads/kanoclip_bg.wasm'), `modules fetched: ${wasm}`);
+      measures[`max |browser − native| cpu ${threads} thread(s) ${kind}`] = compare(out, native(kind), `threads ${threads}/${kind}`);
+      measures[`detect ms (tiny model, cpu, ${threads} thread(s), ${kind})`] = SAMPLES.map((s) => Math.round(out[s].ms));
+      await page.close();
+    }
+  }
+});
+
+await test('a page that is not cross-origin isolated gets the single-threaded module, and it works', async () => {
+  const plain = await serve(join(ROOT, 'www'), 0, { isolated: false });
+  try {
+    const page = await ctx.newPage();
+    const wasm = wasmRequests(page);
+    await page.goto(`http://127.0.0.1:${plain.address().port}/`);
+    const { out, info } = await detectWith(page, { weights: 'model-free32/manifest.json', threads: 2 });
+    assert(info.isolated === false && info.threads === 1 && /not cross-origin isolated/.test(info.reason), `info: ${JSON.stringify(info)}`);
+    assert(wasm.length === 1 && wasm[0].endsWith('/wasm/kanoclip_bg.wasm'), `modules fetched: ${wasm}`);
+    measures['max |browser − native| cpu not isolated (single module)'] = compare(out, native('free'), 'not isolated');
+    await page.close();
+  } finally {
+    plain.close();
+  }
+});
+
 const REFS = [0, 1, 2].map((i) => readFileSync(join(ROOT, `tests/fixtures/images/fewshot_ref_${i}.png`)).toString('base64'));
 for (const backend of ['cpu', 'webgpu']) {
   await test(`${backend}: few-shot setReference equals native --reference; export, clear, import; bad references`, async () => {
@@ -629,8 +684,15 @@ await test(`a panic, dispose() during detect, and ${SOAK} detects in bounded mem
     let panicked = null;
     try { await d[Symbol.for('kanoclip.debugPanic')](); } catch (e) { panicked = e.message; }
     const after = await d.detect(blob);
+    // The same on one of the threaded module's pool threads (the engine's own thread then
+    // waits on it forever): the page hears of it, the call rejects, a fresh engine follows.
+    let poolPanicked = null;
+    const threads = d.threads;
+    try { await d[Symbol.for('kanoclip.debugPanic')]('pool'); } catch (e) { poolPanicked = e.message; }
+    const afterPool = await d.detect(blob);
     window.__blob = blob;
-    return { panicked, after: after.score, first: await d.stats() };
+    return { panicked, after: after.score, poolPanicked, afterPool: afterPool.score, threads, threadsAfter: d.threads,
+      first: await d.stats() };
   });
   r.heap0 = await heap();
   // 50 sequential detects: the wasm memory (worker) and the page's JS heap (after GC).
@@ -643,6 +705,10 @@ await test(`a panic, dispose() during detect, and ${SOAK} detects in bounded mem
   console.log(`  panic: ${r.panicked}`);
   assert(r.panicked && /stopped/.test(r.panicked), `the panic did not reject: ${r.panicked}`);
   assert(Number.isFinite(r.after), 'no result after the panic');
+  console.log(`  panic on a pool thread (${r.threads} threads): ${r.poolPanicked}`);
+  assert(r.threads >= 1 && r.poolPanicked && /stopped on a CPU thread[\s\S]*deliberate panic on a pool thread/.test(r.poolPanicked),
+    `the pool thread's panic did not reject: ${r.poolPanicked}`);
+  assert(r.afterPool === r.after && r.threadsAfter === r.threads, `after the pool panic: ${r.afterPool} on ${r.threadsAfter} threads`);
   measures[`wasm memory MB after 1 / ${SOAK + 1} detects (cpu)`] = [r.first.wasmBytes / 1e6, r.last.wasmBytes / 1e6];
   measures[`page JS heap MB before / after ${SOAK} detects`] = [r.heap0 / 1e6, r.heap1 / 1e6];
   // Bounds: the wasm memory may grow once for its allocator's pools, not per detect
@@ -719,7 +785,8 @@ await test('npm pack: the tarball installs into a scratch project and works thro
   const tgz = readdirSync(NATIVE).find((f) => f.startsWith('kanoclip-wasm-') && f.endsWith('.tgz'));
   assert(tgz, 'no packed tarball');
   const listing = execFileSync('tar', ['-tzf', join(NATIVE, tgz)], { encoding: 'utf8' });
-  for (const f of ['package/LICENSE-MIT', 'package/LICENSE-APACHE', 'package/wasm/kanoclip_bg.wasm', 'package/dist/worker.js']) {
+  for (const f of ['package/LICENSE-MIT', 'package/LICENSE-APACHE', 'package/wasm/kanoclip_bg.wasm', 'package/dist/worker.js',
+    'package/dist/pool.js', 'package/wasm-threads/kanoclip_bg.wasm', 'package/wasm-threads/kanoclip.js']) {
     assert(listing.includes(f), `the tarball lacks ${f}`);
   }
   // prepack refuses a package without its wasm (a clean checkout before scripts/build-web).
@@ -1037,7 +1104,7 @@ await test('bundlers: Vite, webpack 5 and esbuild builds of an app detect like n
     '--output-filename', 'main.js']);
   writeFileSync(join(app, 'out-webpack/index.html'), `${page}<script src="main.js"></script>`);
   // esbuild: pkg/README.md's recipe, run as written (one ESM bundle in out/, the package's
-  // dist/ and wasm/ copied beside it), so that the recipe cannot drift from what works.
+  // dist/, wasm/ and wasm-threads/ copied beside it), so that the recipe cannot drift from what works.
   const readme = readFileSync(join(ROOT, 'pkg/README.md'), 'utf8');
   const recipe = readme.slice(readme.indexOf('**esbuild**')).match(/```sh\n([\s\S]*?)```/)[1];
   assert(recipe.includes('esbuild ') && recipe.includes('cp -r'), `recipe: ${recipe}`);
@@ -1064,6 +1131,8 @@ await test('bundlers: Vite, webpack 5 and esbuild builds of an app detect like n
     for (let i = 0; i < want.map.length; i++) worst = Math.max(worst, Math.abs(got.map[i] - want.map[i]));
     measures[`max |browser − native| ${name} build`] = worst;
     assert(worst <= TOL && errors.length === 0, `${name}: differs from native by ${worst}; errors ${errors}`);
+    // The bundled app finds the threaded module and its pool script (the page is isolated).
+    assert(got.threads === got.cores, `${name}: ${got.threads} of ${got.cores} threads (${got.reason})`);
   }
 });
 

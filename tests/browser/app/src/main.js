@@ -12,5 +12,6 @@ window.run = async () => {
   const blob = await (await fetch('crack.jpg')).blob();
   const r = await detector.detect(blob);
   detector.dispose();
-  return { score: r.score, width: r.width, height: r.height, map: Array.from(r.map) };
+  return { score: r.score, width: r.width, height: r.height, map: Array.from(r.map), threads: detector.threads,
+    cores: navigator.hardwareConcurrency, reason: detector.backendReason };
 };
