@@ -132,8 +132,9 @@ function startPoolThread(module: WebAssembly.Module, memory: WebAssembly.Memory,
 }
 
 /**
- * The threaded module (wasm-threads/) on `threads` pool threads: the module is compiled
- * once here and instantiated by each thread on this instance's shared memory.
+ * The threaded module (wasm-threads/) on `threads` threads, this one and `threads - 1`
+ * workers: the module is compiled once here and instantiated by each worker on this
+ * instance's shared memory.
  */
 async function wasmThreads(threads: number, url: string | undefined, channel: string): Promise<Wasm> {
   const m: Threaded = await import('../wasm-threads/kanoclip.js');
@@ -147,10 +148,10 @@ async function wasmThreads(threads: number, url: string | undefined, channel: st
     module = await WebAssembly.compile(await res.arrayBuffer()); // a server without application/wasm
   }
   const exports = await m.default({ module_or_path: module });
-  // The workers first (each then waits for its thread), then the pool, which hands the
-  // threads out and returns once all of them run.
+  // This thread is the pool's thread 0. The other workers first (each then waits for its
+  // thread), then the pool, which hands the threads out and returns once all of them run.
   m.poolPrepare();
-  await Promise.all(Array.from({ length: threads }, () => startPoolThread(module, exports.memory, channel)));
+  await Promise.all(Array.from({ length: threads - 1 }, () => startPoolThread(module, exports.memory, channel)));
   m.poolBuild(threads);
   wasmMemory = exports.memory;
   // The same exports as the single module's, plus the pool's.

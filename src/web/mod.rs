@@ -453,13 +453,15 @@ mod glue {
     /// bundler) starts each thread and reports a trap to the page, which then restarts the
     /// engine; this side is the channel that hands each thread its rayon `ThreadBuilder`.
     ///
-    /// The engine calls [`pool_prepare`], starts `threads` workers, each of which
-    /// instantiates the module on the shared memory, says it is ready and calls
-    /// [`pool_worker_run`] (blocking there until it is handed a thread); once all are
-    /// ready, the engine calls [`pool_build`], which hands them their threads and returns
-    /// when every one runs (rayon waits for that, so the workers must be there first).
-    /// The engine's thread never joins the pool: it blocks on results like any caller
-    /// outside a rayon pool, which browsers allow in a worker.
+    /// The engine's own thread is thread 0 of the pool (rayon's `use_current_thread`): the
+    /// rayon calls of a detect start on it as on any pool thread, their jobs are pushed
+    /// on its own deque and stolen by the others, and it works while it waits. (Calling
+    /// into a pool from outside, each of the thousands of parallel ops in a detect crossed
+    /// threads twice, and one pool thread was as slow as the single-threaded module plus
+    /// 10 %.) So `threads` threads take `threads - 1` workers: the engine calls
+    /// [`pool_prepare`], starts them (each instantiates the module on the shared memory,
+    /// says it is ready and waits in [`pool_worker_run`] for its thread), then calls
+    /// [`pool_build`], which hands the threads out and returns once all of them run.
     #[cfg(feature = "threads")]
     mod pool {
         use std::sync::{Mutex, mpsc};
@@ -484,8 +486,9 @@ mod glue {
             Ok(())
         }
 
-        /// Build rayon's global pool with `threads` threads, one for each worker waiting in
-        /// [`pool_worker_run`]. Once per module instance.
+        /// Build rayon's global pool with `threads` threads: the calling thread, and one for
+        /// each of the `threads - 1` workers waiting in [`pool_worker_run`]. Once per module
+        /// instance.
         #[wasm_bindgen(js_name = poolBuild)]
         pub fn pool_build(threads: usize) -> Result<(), JsValue> {
             if threads == 0 {
@@ -498,6 +501,7 @@ mod glue {
                 .ok_or_else(|| JsValue::from_str("poolPrepare has not run"))?;
             ThreadPoolBuilder::new()
                 .num_threads(threads)
+                .use_current_thread()
                 .spawn_handler(move |thread| {
                     tx.send(thread)
                         .map_err(|_| std::io::Error::other("no pool thread is waiting"))
@@ -528,14 +532,20 @@ mod glue {
             rayon::current_num_threads()
         }
 
-        /// Panics on a pool thread on purpose: the package's tests check that the page
-        /// learns of it, the call rejects and the next call starts a fresh engine.
+        /// Panics on a pool thread other than the caller's on purpose: the package's tests
+        /// check that the page learns of it, the call rejects and the next call starts a
+        /// fresh engine. (This thread then waits for the other forever, as a detect would.)
         #[wasm_bindgen(js_name = debugPanicInPool)]
-        pub fn debug_panic_in_pool() {
-            rayon::join(
-                || panic!("deliberate panic on a pool thread (kanoclip test hook)"),
-                || (),
-            );
+        pub fn debug_panic_in_pool() -> Result<(), JsValue> {
+            if rayon::current_num_threads() < 2 {
+                return Err(JsValue::from_str("the pool has no other thread"));
+            }
+            rayon::broadcast(|ctx| {
+                if ctx.index() != 0 {
+                    panic!("deliberate panic on a pool thread (kanoclip test hook)");
+                }
+            });
+            Ok(())
         }
     }
 }
