@@ -1,9 +1,9 @@
-// One thread of the threaded module's pool (wasm-threads/): the engine starts `threads` of
-// these, each with the compiled module and the engine's shared memory. It runs rayon's
-// thread loop for the rest of its life, so it never answers again; if the module traps
-// here (a Rust panic aborts), it tells the page on the engine's BroadcastChannel, because
-// the engine itself is then blocked waiting on this thread and cannot: the page restarts
-// the engine, and the call in flight rejects.
+// One thread of the threaded module's pool (wasm-threads/): the engine, itself thread 0,
+// starts `threads - 1` of these, each with the compiled module and the engine's shared
+// memory. It runs rayon's thread loop for the rest of its life, so it never answers
+// again. If the module traps here (a Rust panic aborts), the engine is blocked waiting on
+// this thread and cannot say so: this thread tells the page on the engine's
+// BroadcastChannel, the call in flight rejects and the page restarts the engine.
 import { messageOf } from './errors.js';
 import type { PoolCrash, PoolInit } from './protocol.js';
 

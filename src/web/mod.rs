@@ -525,13 +525,6 @@ mod glue {
             Ok(())
         }
 
-        /// The pool's thread count (1 where no pool was built: rayon then runs on the
-        /// calling thread).
-        #[wasm_bindgen(js_name = poolThreads)]
-        pub fn pool_threads() -> usize {
-            rayon::current_num_threads()
-        }
-
         /// Panics on a pool thread other than the caller's on purpose: the package's tests
         /// check that the page learns of it, the call rejects and the next call starts a
         /// fresh engine. (This thread then waits for the other forever, as a detect would.)
