@@ -1,11 +1,7 @@
-//! Multi-head self-attention straight from the fused `in_proj` output.
-//!
-//! The kernel is `kanoclip_kernels::attention`; this is its adapter to flex tensors, and
-//! its test against Burn's ops. Burn's route splits `[b, t, 3w]` into q, k, v, makes each `[b, heads, t, hd]`
-//! contiguous (a copy each), runs its attention op (softmax with libm `exp`), and copies the
-//! result back to `[b, t, w]` for `out_proj`. Here each (image, head) job reads its q, k
-//! and v where `in_proj` wrote them (gemm takes strides), keeps its `t × t` scores in a
-//! per-thread buffer, and writes its `hd` columns of the merged output in place.
+//! Multi-head self-attention straight from the fused `in_proj` output: the adapter of
+//! `kanoclip_kernels::attention` (which reads each head where `in_proj` wrote it) to flex
+//! tensors, and its test against Burn's ops, which split `[b, t, 3w]` into q, k and v,
+//! copy each to `[b, heads, t, hd]`, and copy the result back to `[b, t, w]`.
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
