@@ -9,6 +9,8 @@
 //! calls so that LLVM vectorises the loops that inline it. Relative error ≤ 2 ulp on the
 //! range it is used on (tested against `f32::exp` below).
 
+use rayon::prelude::*;
+
 /// `e^x` for `x` in `[-87.3, 88]` (clamped outside it, so it never overflows to ∞ nor
 /// underflows to a denormal: the softmax and sigmoid it serves never need either), NaN in,
 /// NaN out.
@@ -98,9 +100,15 @@ fn softmax_rows_generic(s: &mut [f32], row_len: usize) {
     }
 }
 
-/// QuickGELU in place: `x · σ(1.702 x) = x / (1 + e^(−1.702 x))`.
+/// QuickGELU in place: `x · σ(1.702 x) = x / (1 + e^(−1.702 x))`, in chunks on rayon's
+/// pool. Run serially it kept the browser's second thread idle: 1.6 % of a B/16 detect on
+/// 2 threads, in the #25 profile.
 pub fn quick_gelu(x: &mut [f32]) {
-    dispatch!(quick_gelu_avx2, quick_gelu_generic, (x: &mut [f32]));
+    // 16 K elements (64 KB) per job: a B/16 `c_fc` output (197 × 3072) makes 37 jobs.
+    const CHUNK: usize = 16 * 1024;
+    x.par_chunks_mut(CHUNK).for_each(|c| {
+        dispatch!(quick_gelu_avx2, quick_gelu_generic, (c: &mut [f32]));
+    });
 }
 
 #[inline(always)]
