@@ -161,6 +161,39 @@ fn gaussian_matches_hand_computed_values() {
     assert!((just_above[c * n + c] - 1.0).abs() < 1e-6);
 }
 
+/// A non-square map with values everywhere, against the 2-D sum written out in f64 with
+/// scipy's `reflect` border: catches a swapped width/height or a wrong border.
+#[test]
+fn gaussian_on_a_non_square_map_is_the_reflected_2d_sum() {
+    let (w, h, sigma) = (13usize, 7usize, 1.5f64);
+    let m: Vec<f32> = (0..w * h).map(|i| ((i * 37 % 11) as f32) - 5.0).collect();
+    let out = maps::gaussian_blur(&m, w, h, sigma);
+    let r = (4.0 * sigma + 0.5) as i64;
+    let k: Vec<f64> = (-r..=r)
+        .map(|x| (-((x * x) as f64) / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let s: f64 = k.iter().sum();
+    // d c b a | a b c d | d c b a
+    let reflect = |i: i64, n: i64| {
+        let j = i.rem_euclid(2 * n);
+        (if j >= n { 2 * n - 1 - j } else { j }) as usize
+    };
+    for y in 0..h as i64 {
+        for x in 0..w as i64 {
+            let mut want = 0.0f64;
+            for dy in -r..=r {
+                for dx in -r..=r {
+                    let v = m[reflect(y + dy, h as i64) * w + reflect(x + dx, w as i64)];
+                    want += k[(dy + r) as usize] * k[(dx + r) as usize] * v as f64;
+                }
+            }
+            want /= s * s;
+            let got = out[y as usize * w + x as usize] as f64;
+            assert!((got - want).abs() < 1e-5, "({x},{y}): {got} vs {want}");
+        }
+    }
+}
+
 #[test]
 fn calibration_rule_is_mean_plus_three_std_above_the_max() {
     // Hand-computed: mean 0.4, population std sqrt(0.08/3) = 0.163299, so 0.4 + 3·0.163299.

@@ -64,37 +64,38 @@ fn reflect(i: i64, n: i64) -> usize {
 
 /// Separable Gaussian blur of a `width × height` map, as
 /// `scipy.ndimage.gaussian_filter(map, sigma)` (the smoothing AnomalyCLIP applies).
+///
+/// Each output is its taps summed in kernel order, in both passes, so the result does not
+/// depend on how the loops are laid out: columns are blurred a whole row at a time (a
+/// weighted sum of rows, which vectorises), rows through one reflected copy of each row.
 pub fn gaussian_blur(map: &[f32], width: usize, height: usize, sigma: f64) -> Vec<f32> {
     let Some(radius) = kernel_radius(sigma) else {
         return map.to_vec();
     };
+    if width == 0 || height == 0 {
+        return map.to_vec();
+    }
     let k = kernel(sigma, radius);
-    // Columns first, then rows: the same 1-D pass with the strides swapped.
-    let tmp = blur_1d(map, &k, (width, 1), (height, width));
-    blur_1d(&tmp, &k, (height, width), (width, 1))
-}
-
-/// Convolve every line of a 2-D map with `k` along one axis, reflecting at its ends.
-/// `(lines, line_stride)` walks the lines, `(len, step)` walks along each line.
-fn blur_1d(
-    src: &[f32],
-    k: &[f32],
-    (lines, line_stride): (usize, usize),
-    (len, step): (usize, usize),
-) -> Vec<f32> {
     let r = (k.len() / 2) as i64;
-    let mut out = vec![0.0f32; src.len()];
-    for line in 0..lines {
-        for i in 0..len {
-            let acc: f32 = k
-                .iter()
-                .enumerate()
-                .map(|(j, w)| {
-                    w * src
-                        [line * line_stride + reflect(i as i64 + j as i64 - r, len as i64) * step]
-                })
-                .sum();
-            out[line * line_stride + i * step] = acc;
+    // Columns: output row y is Σ_j k[j] · input row reflect(y + j − r).
+    let mut tmp = vec![0.0f32; map.len()];
+    for (y, out) in tmp.chunks_exact_mut(width).enumerate() {
+        for (j, &w) in k.iter().enumerate() {
+            let from = reflect(y as i64 + j as i64 - r, height as i64) * width;
+            for (o, &v) in out.iter_mut().zip(&map[from..from + width]) {
+                *o += w * v;
+            }
+        }
+    }
+    // Rows: each row padded by its reflection, then a plain sliding dot product.
+    let mut out = vec![0.0f32; map.len()];
+    let mut padded = vec![0.0f32; width + 2 * r as usize];
+    for (row, dst) in tmp.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
+        for (i, p) in padded.iter_mut().enumerate() {
+            *p = row[reflect(i as i64 - r, width as i64)];
+        }
+        for (i, o) in dst.iter_mut().enumerate() {
+            *o = k.iter().zip(&padded[i..]).map(|(w, v)| w * v).sum();
         }
     }
     out
