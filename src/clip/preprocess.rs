@@ -197,22 +197,29 @@ pub struct Preprocessed {
 fn resized_crop<P>(
     rgb: &image::ImageBuffer<P, Vec<P::Subpixel>>,
     g: &Geometry,
-    filter: FilterType,
-) -> image::ImageBuffer<P, Vec<P::Subpixel>>
+    resize: impl Fn(
+        &image::ImageBuffer<P, Vec<P::Subpixel>>,
+        u32,
+        u32,
+    ) -> Result<image::ImageBuffer<P, Vec<P::Subpixel>>>,
+) -> Result<image::ImageBuffer<P, Vec<P::Subpixel>>>
 where
     P: image::Pixel + 'static,
 {
     let (w, h) = rgb.dimensions();
     let s = g.size;
     if g.resized == (u64::from(w), u64::from(h)) {
-        return image::imageops::crop_imm(rgb, g.crop.0 as u32, g.crop.1 as u32, s, s).to_image();
+        return Ok(
+            image::imageops::crop_imm(rgb, g.crop.0 as u32, g.crop.1 as u32, s, s).to_image(),
+        );
     }
     if !g.resize_window_only() {
         // Both resized sides are at most 4·size here, so they fit in u32.
         let (rw, rh) = (g.resized.0 as u32, g.resized.1 as u32);
-        let resized = image::imageops::resize(rgb, rw, rh, filter);
-        return image::imageops::crop_imm(&resized, g.crop.0 as u32, g.crop.1 as u32, s, s)
-            .to_image();
+        let resized = resize(rgb, rw, rh)?;
+        return Ok(
+            image::imageops::crop_imm(&resized, g.crop.0 as u32, g.crop.1 as u32, s, s).to_image(),
+        );
     }
     // The long axis: x for a wide image, y for a tall one. Scale f = size / short side.
     let wide = w > h;
@@ -235,10 +242,32 @@ where
         image::imageops::crop_imm(rgb, 0, src_lo, w, src_len).to_image()
     };
     let (ow, oh) = if wide { (out_len, s) } else { (s, out_len) };
-    let resized = image::imageops::resize(&window, ow, oh, filter);
+    let resized = resize(&window, ow, oh)?;
     let at = (crop.saturating_sub(out_lo) as u32).min(out_len - s);
     let (x0, y0) = if wide { (at, 0) } else { (0, at) };
-    image::imageops::crop_imm(&resized, x0, y0, s, s).to_image()
+    Ok(image::imageops::crop_imm(&resized, x0, y0, s, s).to_image())
+}
+
+/// Bicubic resize of 8-bit RGB to `width × height`, as PIL's `Image.resize(BICUBIC)` that
+/// open_clip's transform calls: Catmull-Rom (a = −0.5) with the filter widened by the
+/// scale when shrinking, in Pillow's fixed point with 8-bit rounding between the passes.
+/// Typed for RGB alone, so that only that pixel format's code goes into the wasm module.
+fn bicubic(rgb: &image::RgbImage, width: u32, height: u32) -> Result<image::RgbImage> {
+    use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer, images, pixels};
+    let bad = |e: &dyn std::fmt::Display| Error::Invalid(format!("resize: {e}"));
+    let src =
+        images::TypedImageRef::<pixels::U8x3>::from_buffer(rgb.width(), rgb.height(), rgb.as_raw())
+            .map_err(|e| bad(&e))?;
+    let mut out = vec![0u8; 3 * width as usize * height as usize];
+    let mut dst = images::TypedImage::<pixels::U8x3>::from_buffer(width, height, &mut out)
+        .map_err(|e| bad(&e))?;
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom));
+    Resizer::new()
+        .resize_typed(&src, &mut dst, &options)
+        .map_err(|e| bad(&e))?;
+    drop(dst);
+    image::RgbImage::from_raw(width, height, out)
+        .ok_or_else(|| Error::Invalid("resize: bad output buffer".into()))
 }
 
 /// Raw RGBA pixels (`width × height × 4` bytes, as a canvas's `ImageData` holds them) as an
@@ -272,8 +301,8 @@ pub fn preprocess(image: &DynamicImage, size: u32) -> Result<Preprocessed> {
     }
     let geometry = Geometry::new(image.width(), image.height(), size);
     let crop = match image.as_rgb8() {
-        Some(rgb) => resized_crop(rgb, &geometry, FilterType::CatmullRom),
-        None => resized_crop(&image.to_rgb8(), &geometry, FilterType::CatmullRom),
+        Some(rgb) => resized_crop(rgb, &geometry, bicubic)?,
+        None => resized_crop(&image.to_rgb8(), &geometry, bicubic)?,
     };
     let s = size as usize;
     let mut pixels = vec![0.0f32; 3 * s * s];
@@ -314,7 +343,9 @@ pub fn image_batch(
 pub fn preprocess_mask(mask: &image::GrayImage, size: u32) -> Result<Vec<f32>> {
     check_size(mask.width(), mask.height())?;
     let g = Geometry::new(mask.width(), mask.height(), size);
-    let crop = resized_crop(mask, &g, FilterType::Nearest);
+    let nearest =
+        |m: &image::GrayImage, w, h| Ok(image::imageops::resize(m, w, h, FilterType::Nearest));
+    let crop = resized_crop(mask, &g, nearest)?;
     Ok(crop
         .pixels()
         .map(|p| if p[0] >= 128 { 1.0 } else { 0.0 })
