@@ -19,6 +19,15 @@ pub fn linear(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Linear {
     }
 }
 
+/// `layer.forward(x)`: on the CPU backend one gemm that accumulates onto the bias
+/// ([`crate::cpu::linear`]); Burn's matmul and broadcast add elsewhere.
+pub fn dense<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    return crate::cpu::linear(layer, x, |x| layer.forward(x));
+    #[cfg(not(feature = "flex"))]
+    layer.forward(x)
+}
+
 /// A LayerNorm with the given affine parameters.
 pub fn layer_norm(gamma: Tensor<1>, beta: Tensor<1>, eps: f64) -> LayerNorm {
     let [d] = gamma.dims();
@@ -47,7 +56,7 @@ pub struct Qkv {
 
 impl Attention {
     pub fn qkv(&self, x: Tensor<3>) -> Qkv {
-        self.split(self.in_proj.forward(x))
+        self.split(dense(&self.in_proj, x))
     }
 
     /// The fused `in_proj` output `[b, t, 3W]` as per-head q, k, v.
@@ -89,8 +98,7 @@ impl Attention {
                 softmax(scores, 3).matmul(v)
             }
         };
-        self.out_proj
-            .forward(out.swap_dims(1, 2).reshape([b, t, h * hd]))
+        dense(&self.out_proj, out.swap_dims(1, 2).reshape([b, t, h * hd]))
     }
 
     /// Unmasked self-attention from the fused `in_proj` output: `(q, k, v)`, or CLIP-VV's
@@ -99,7 +107,7 @@ impl Attention {
     pub fn attend_fused(&self, fused: &Tensor<3>, vv: bool) -> Tensor<3> {
         #[cfg(feature = "flex")]
         if let Some(out) = crate::cpu::attend(fused, self.heads, vv) {
-            return self.out_proj.forward(out);
+            return dense(&self.out_proj, out);
         }
         let Qkv { q, k, v } = self.split(fused.clone());
         if vv {
@@ -111,7 +119,7 @@ impl Attention {
 
     pub fn forward(&self, x: Tensor<3>, mask: Option<&Tensor<2>>) -> Tensor<3> {
         match mask {
-            None => self.attend_fused(&self.in_proj.forward(x), false),
+            None => self.attend_fused(&dense(&self.in_proj, x), false),
             Some(_) => {
                 let Qkv { q, k, v } = self.qkv(x);
                 self.attend(q, k, v, mask)
@@ -138,7 +146,7 @@ impl Mlp {
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let x = self.c_fc.forward(x);
+        let x = dense(&self.c_fc, x);
         let x = if self.quick_gelu {
             let generic = |x: Tensor<3>| x.clone() * sigmoid(x.mul_scalar(1.702));
             // One in-place pass on the CPU backend; Burn's three ops elsewhere.
@@ -150,7 +158,7 @@ impl Mlp {
         } else {
             gelu(x)
         };
-        self.c_proj.forward(x)
+        dense(&self.c_proj, x)
     }
 }
 
@@ -173,7 +181,7 @@ impl Block {
     /// its input `ln_1(h_ori)`; the V-V path takes `softmax(v vᵀ s) v` and skips the MLP.
     /// Returns new tensors: nothing is updated in place, so earlier taps stay distinct.
     pub fn forward_dual(&self, h_ori: Tensor<3>, h_vv: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
-        let fused = self.attn.in_proj.forward(self.ln_1.forward(h_ori.clone()));
+        let fused = dense(&self.attn.in_proj, self.ln_1.forward(h_ori.clone()));
         let a_vv = self.attn.attend_fused(&fused, true);
         let a_ori = self.attn.attend_fused(&fused, false);
         let h_ori = h_ori + a_ori;

@@ -18,10 +18,12 @@
 //! pool, the one burn-flex uses, or on the calling thread where wasm32 has no threads.
 
 mod attention;
+mod linear;
 
 use kanoclip_kernels::exp;
 
 pub use attention::attend;
+pub use linear::linear;
 
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};

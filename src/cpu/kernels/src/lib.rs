@@ -9,3 +9,4 @@
 
 pub mod attention;
 pub mod exp;
+pub mod linear;
