@@ -2,6 +2,7 @@
 //! through the centre crop to the original image.
 
 use burn::prelude::*;
+use rayon::prelude::*;
 
 use super::config::MIN_SIGMA;
 use super::upsample::{source_coord_u64, upsample_bilinear};
@@ -125,13 +126,20 @@ pub fn to_original(map: &[f32], g: &Geometry) -> Vec<f32> {
             .collect()
     };
     let (xs, ys) = (axis(ow, g.resized.0), axis(oh, g.resized.1));
-    let mut out = Vec::with_capacity(ow * oh);
-    for &(y0, y1, fy) in &ys {
-        for &(x0, x1, fx) in &xs {
-            let top = at(x0, y0) * (1.0 - fx) + at(x1, y0) * fx;
-            let bottom = at(x0, y1) * (1.0 - fx) + at(x1, y1) * fx;
-            out.push(top * (1.0 - fy) + bottom * fy);
-        }
+    // Rows in parallel: at a photo's size this is a million samples, which on the
+    // browser's threads would otherwise leave all but one idle.
+    let mut out = vec![0.0f32; ow * oh];
+    if ow == 0 {
+        return out;
     }
+    out.par_chunks_mut(ow)
+        .zip(ys.par_iter())
+        .for_each(|(row, &(y0, y1, fy))| {
+            for (o, &(x0, x1, fx)) in row.iter_mut().zip(&xs) {
+                let top = at(x0, y0) * (1.0 - fx) + at(x1, y0) * fx;
+                let bottom = at(x0, y1) * (1.0 - fx) + at(x1, y1) * fx;
+                *o = top * (1.0 - fy) + bottom * fy;
+            }
+        });
     out
 }
