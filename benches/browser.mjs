@@ -13,7 +13,7 @@
 //   node benches/browser.mjs DIR ORT_DIST
 //     DIR: onnx_export.py's output with the converted bundle in DIR/bundle
 // Environment: KANOCLIP_WWW (a page copy holding kanoclip-wasm/, default www),
-// KANOCLIP_BENCH_RUNS (4), SKIP_WEBGPU=1, KANOCLIP_BENCH_JSON (a file for JSON lines).
+// KANOCLIP_BENCH_RUNS (detects per page, 4), KANOCLIP_BENCH_ROUNDS (3), SKIP_WEBGPU=1, KANOCLIP_BENCH_JSON (a file for JSON lines).
 // The weights are random: timings, not accuracy.
 import { chromium } from '../scripts/web/node_modules/playwright-core/index.mjs';
 import { serve } from '../scripts/serve.mjs';
@@ -121,13 +121,36 @@ const attempt = async (srv, name, backend, label, f, arg) => {
     if (!page.isClosed()) await page.close();
   }
 };
+// Rounds of both sides, the order swapped every round: this machine's speed drifts by up
+// to ±30 % over minutes, and one kanoclip page then one onnxruntime-web page compared the
+// drift as often as the code (2-thread ratios from 0.84× to 1.12× on one build). The line
+// takes each side's median over the rounds and shows the rounds' own ratios beside it.
+const rounds = Number(process.env.KANOCLIP_BENCH_ROUNDS || 3);
+const median = (v) => v.slice().sort((a, b) => a - b)[Math.floor(v.length / 2)];
 const pair = async (srv, kb, ob, threads, label) => {
   const n = kb === 'cpu' ? runs : 2;
-  const k = await attempt(srv, 'kanoclip-wasm', kb, label, ([b, n, t]) => window.kanoclip(b, n, t), [kb, n, threads]);
-  const o = await attempt(srv, 'onnxruntime-web', ob, label, ([b, n, t]) => window.ort(b, n, t), [ob, n, threads]);
-  if (k && o) {
-    ratios.push(`${label}: kanoclip/onnxruntime-web ${(k.warmMs / o.warmMs).toFixed(2)}× whole detect, ` +
-      `${(k.warmForwardMs / o.warmMs).toFixed(2)}× forward only`);
+  const ks = [], os = [], own = [];
+  for (let i = 0; i < (kb === 'cpu' ? rounds : 1); i++) {
+    let k = null, o = null;
+    for (const side of i % 2 ? ['ort', 'kanoclip'] : ['kanoclip', 'ort']) {
+      if (side === 'kanoclip') {
+        k = await attempt(srv, 'kanoclip-wasm', kb, label, ([b, n, t]) => window.kanoclip(b, n, t), [kb, n, threads]);
+      } else {
+        o = await attempt(srv, 'onnxruntime-web', ob, label, ([b, n, t]) => window.ort(b, n, t), [ob, n, threads]);
+      }
+    }
+    if (k) ks.push(k);
+    if (o) os.push(o);
+    if (k && o) own.push(k.warmMs / o.warmMs);
+  }
+  if (!ks.length) return null;
+  const k = { warmMs: median(ks.map((r) => r.warmMs)), warmForwardMs: median(ks.map((r) => r.warmForwardMs)) };
+  if (os.length) {
+    const o = median(os.map((r) => r.warmMs));
+    const range = own.length > 1 ? `; the rounds' own ratios ${Math.min(...own).toFixed(2)}–${Math.max(...own).toFixed(2)}×` : '';
+    ratios.push(`${label}: kanoclip ${k.warmMs.toFixed(0)} ms (forward ${k.warmForwardMs.toFixed(0)}), ` +
+      `onnxruntime-web ${o.toFixed(0)} ms, medians of ${ks.length} and ${os.length} rounds: ` +
+      `${(k.warmMs / o).toFixed(2)}× whole detect, ${(k.warmForwardMs / o).toFixed(2)}× forward only${range}`);
   }
   return k;
 };
