@@ -3,8 +3,10 @@
 use burn::module::{Module, Param};
 use burn::nn::LayerNorm;
 use burn::prelude::*;
-use burn::tensor::module::{conv2d, interpolate};
-use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions};
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+
+use crate::detect::upsample::resize_grid_rows;
 
 use super::layers::Block;
 use crate::error::{Error, Result};
@@ -78,19 +80,9 @@ impl VisionTower {
         if grid == native {
             return pos;
         }
-        let w = self.width();
         let cls = pos.clone().narrow(0, 0, 1);
-        let patches = pos
-            .narrow(0, 1, native * native)
-            .reshape([1, native, native, w])
-            .permute([0, 3, 1, 2]);
-        let resized = interpolate(
-            patches,
-            InterpolateOptions::new(InterpolateMode::Bilinear)
-                .with_align_corners(false)
-                .with_output_size([grid, grid]),
-        );
-        let resized = resized.permute([0, 2, 3, 1]).reshape([grid * grid, w]);
+        let patches = pos.narrow(0, 1, native * native);
+        let resized = resize_grid_rows(patches, (native, native), (grid, grid));
         Tensor::cat(vec![cls, resized], 0)
     }
 

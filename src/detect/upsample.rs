@@ -85,6 +85,37 @@ pub(crate) fn upsample_bilinear(x: Tensor<4>, size: usize) -> Tensor<4> {
         .reshape([b, c, size, size])
 }
 
+/// Bilinear resize of a grid stored as rows, `x` `[h·w, C]` (positions row-major, channels
+/// last), to `[oh·ow, C]`: one matrix product with the Kronecker product of the two 1-D
+/// interpolation matrices, `(R_h ⊗ R_w) · x`. No layout changes, and each output sums
+/// the same four weighted neighbours as PyTorch's `F.interpolate` (to rounding).
+///
+/// The positional embedding takes this rather than Burn's `interpolate`: with kernel fusion
+/// on wgpu (burn-fusion 0.22.1), `interpolate` samples the wrong source positions (a
+/// 7 → 9 bilinear resize came out up to 0.2 off on lavapipe, where the same op without
+/// fusion and on flex agree with PyTorch), which took the resized-position parity case to
+/// 0.19 on the taps.
+pub(crate) fn resize_grid_rows(
+    x: Tensor<2>,
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
+) -> Tensor<2> {
+    let (rh, rw) = (interpolation_matrix(h, oh), interpolation_matrix(w, ow));
+    let mut k = vec![0.0f32; oh * ow * h * w];
+    for (y, ry) in rh.chunks_exact(h).enumerate() {
+        for (x, rx) in rw.chunks_exact(w).enumerate() {
+            let row = &mut k[(y * ow + x) * h * w..][..h * w];
+            for (i, &a) in ry.iter().enumerate().filter(|(_, a)| **a != 0.0) {
+                for (j, &b) in rx.iter().enumerate().filter(|(_, b)| **b != 0.0) {
+                    row[i * w + j] = a * b;
+                }
+            }
+        }
+    }
+    let device = x.device();
+    Tensor::<2>::from_data(TensorData::new(k, [oh * ow, h * w]), &device).matmul(x)
+}
+
 #[cfg(test)]
 mod tests {
     use burn::tensor::module::interpolate;
@@ -95,20 +126,27 @@ mod tests {
     use crate::test_util::{backends, max_abs_diff};
 
     #[test]
-    fn matrix_and_host_upsampling_equal_burns_bilinear_interpolate_on_every_backend() {
+    fn matrix_and_host_upsampling_equal_burns_bilinear_interpolate() {
         // Hand-computed: 2 → 4 with half-pixel centres reads 0, 0.25, 0.75, 1 of the way.
         assert_eq!(
             interpolation_matrix(2, 4),
             vec![1.0, 0.0, 0.75, 0.25, 0.25, 0.75, 0.0, 1.0]
         );
+        let values: Vec<f32> = (0..2 * 2 * 7 * 7)
+            .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+            .collect();
         for (kind, device) in backends() {
-            let values: Vec<f32> = (0..2 * 2 * 7 * 7)
-                .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
-                .collect();
             let x = Tensor::<4>::from_data(TensorData::new(values.clone(), [2, 2, 7, 7]), &device);
             for size in [7, 16, 56] {
+                // Burn's own bilinear `interpolate` on the CPU backend is the independent
+                // reference; on wgpu with fusion it samples the wrong positions (see
+                // `resize_grid_rows`), so every backend is held to the CPU's answer.
+                let cpu = Tensor::<4>::from_data(
+                    TensorData::new(values.clone(), [2, 2, 7, 7]),
+                    &Device::flex(),
+                );
                 let want = interpolate(
-                    x.clone(),
+                    cpu,
                     InterpolateOptions::new(InterpolateMode::Bilinear)
                         .with_align_corners(false)
                         .with_output_size([size, size]),
@@ -121,6 +159,28 @@ mod tests {
                 let host = resize_bilinear(&values[..49], 7, 7, size, size);
                 let d = max_abs_diff(&host, &want[..size * size]);
                 assert!(d < 1e-5, "{kind}: host resize to {size} differs by {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn grid_rows_resize_as_the_host_resizes_each_channel() {
+        // A 5 × 7 grid of 3 channels, to 9 × 4 (up one way, down the other), and to itself.
+        let (h, w, c) = (5, 7, 3);
+        let values: Vec<f32> = (0..h * w * c)
+            .map(|i| ((i * 53) % 97) as f32 / 40.0 - 1.0)
+            .collect();
+        for (kind, device) in backends() {
+            let x = Tensor::<2>::from_data(TensorData::new(values.clone(), [h * w, c]), &device);
+            for (oh, ow) in [(9, 4), (5, 7)] {
+                let got = to_vec(resize_grid_rows(x.clone(), (h, w), (oh, ow))).unwrap();
+                for ch in 0..c {
+                    let plane: Vec<f32> = values.iter().skip(ch).step_by(c).copied().collect();
+                    let want = resize_bilinear(&plane, w, h, ow, oh);
+                    let mine: Vec<f32> = got.iter().skip(ch).step_by(c).copied().collect();
+                    let d = max_abs_diff(&mine, &want);
+                    assert!(d < 1e-5, "{kind}: {oh}×{ow}, channel {ch} differs by {d}");
+                }
             }
         }
     }
