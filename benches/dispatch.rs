@@ -5,7 +5,10 @@
 //! group of 8. Random weights: the count does not depend on them.
 //!
 //! Run: `cargo bench --bench dispatch` (needs a wgpu adapter: lavapipe is enough; about
-//! 20 minutes there). `KANOCLIP_BENCH_PARTS=tiny` counts the tiny model only.
+//! 20 minutes there). `KANOCLIP_BENCH_PARTS` picks the rows, a comma-separated list of
+//! `tiny`, `free` (training-free), `trained`, `mutual`, `b1` and `b8` (batch sizes);
+//! `KANOCLIP_BENCH_PARTS=tiny` counts the tiny model only, `tiny,free,b1` adds the B/16
+//! training-free detect at batch 1 (a few minutes on lavapipe).
 
 mod common;
 
@@ -91,7 +94,13 @@ fn main() {
     count("tiny, training-free, detect", || {
         tiny.detect(&blank).unwrap();
     });
-    if std::env::var("KANOCLIP_BENCH_PARTS").is_ok_and(|p| !p.contains("b16")) {
+    let parts = std::env::var("KANOCLIP_BENCH_PARTS").ok();
+    let wants = |part: &str| {
+        parts
+            .as_deref()
+            .is_none_or(|p| p.split(',').any(|x| x.trim() == part))
+    };
+    if !["free", "trained", "mutual"].iter().any(|p| wants(p)) {
         return;
     }
     let cfg = ClipConfig::from_json_str(B16).unwrap();
@@ -105,17 +114,27 @@ fn main() {
         DetectorConfig::for_clip(&cfg),
     )
     .unwrap();
-    let trained = detector_with_head(&cfg, &bytes, &dev, &tok);
+    let trained = wants("trained").then(|| detector_with_head(&cfg, &bytes, &dev, &tok));
     let images: Vec<DynamicImage> = (0..8).map(|_| random_picture(224)).collect();
     println!("B/16 random, 224, wgpu: kernel launches per call (largest kinds)");
-    for (mode, det) in [("training-free", &free), ("trained", &trained)] {
+    let modes = [
+        ("training-free", wants("free").then_some(&free)),
+        ("trained", trained.as_ref()),
+    ];
+    for (mode, det) in modes {
+        let Some(det) = det else { continue };
         for batch in [1, 8] {
+            if !wants(&format!("b{batch}")) {
+                continue;
+            }
             count(&format!("{mode}, detect batch {batch}"), || {
                 det.detect_batch(&images[..batch]).unwrap();
             });
         }
     }
-    count("training-free, mutual group of 8", || {
-        free.detect_group(&images, &Mutual::default()).unwrap();
-    });
+    if wants("mutual") {
+        count("training-free, mutual group of 8", || {
+            free.detect_group(&images, &Mutual::default()).unwrap();
+        });
+    }
 }
