@@ -74,13 +74,15 @@ impl Attention {
 
     /// `out_proj(softmax(q kᵀ s + mask) v)`, with `s = head_dim^-0.5`.
     ///
-    /// Unmasked (every vision block, both CLIP-VV paths) this is Burn's fused attention
-    /// op: on the CPU (burn-flex) one parallel job per head, scores kept in a per-thread
-    /// buffer, scale and softmax in one pass over them; on wgpu, and under autodiff, Burn's
-    /// own decomposition, the same operations as the masked branch. Its default scale is
-    /// `head_dim^-0.5`; passing that scale explicitly would send wgpu to the decomposition
-    /// even where a flash kernel exists, so it is left implicit. The text tower's causal
-    /// mask keeps the explicit form: it runs once per prompt set, at load.
+    /// Unmasked on the CPU backend (burn-flex) this is Burn's fused attention op: one
+    /// parallel job per head, scores kept in a per-thread buffer, scale and softmax in one
+    /// pass over them. Everywhere else it is written out. Burn's op on the GPU backends
+    /// would take a flash kernel only through `autotune`, which these builds leave off
+    /// (see `Cargo.toml`), and otherwise its decomposition, which guards its softmax
+    /// against rows masked entirely: two compare-and-fill passes over the scores that an
+    /// unmasked vision block never needs. The written-out form is the same arithmetic
+    /// without them (#22: a B/16 detect on wgpu with fusion went from 850 kernel launches
+    /// to 745); the text tower's causal mask is added to the scores the same way.
     pub fn attend(
         &self,
         q: Tensor<4>,
@@ -89,14 +91,16 @@ impl Attention {
         mask: Option<&Tensor<2>>,
     ) -> Tensor<3> {
         let [b, h, t, hd] = q.dims();
-        let out = match mask {
-            None => attention(q, k, v, None, None, AttentionModuleOptions::default()),
-            Some(mask) => {
-                let scale = (hd as f64).powf(-0.5);
-                let scores =
-                    q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + mask.clone().unsqueeze::<4>();
-                softmax(scores, 3).matmul(v)
-            }
+        let out = if mask.is_none() && fused_attention_op(&q) {
+            attention(q, k, v, None, None, AttentionModuleOptions::default())
+        } else {
+            let scale = (hd as f64).powf(-0.5);
+            let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+            let scores = match mask {
+                Some(mask) => scores + mask.clone().unsqueeze::<4>(),
+                None => scores,
+            };
+            softmax(scores, 3).matmul(v)
         };
         dense(&self.out_proj, out.swap_dims(1, 2).reshape([b, t, h * hd]))
     }
@@ -126,6 +130,17 @@ impl Attention {
             }
         }
     }
+}
+
+/// Whether `x` lives where Burn's own attention op is the fast path: plain f32 tensors on
+/// the CPU backend.
+fn fused_attention_op(x: &Tensor<4>) -> bool {
+    #[cfg(feature = "flex")]
+    if crate::cpu::is_flex(x) {
+        return true;
+    }
+    let _ = x;
+    false
 }
 
 /// `c_fc → activation → c_proj`.

@@ -37,6 +37,12 @@ fn flex_f32<const D: usize>(x: &Tensor<D>) -> Option<FlexTensor> {
     x.clone().try_into_primitive::<Flex>().ok()
 }
 
+/// Whether `x` is a plain f32 tensor on flex (outside autodiff), where the kernels here
+/// and burn-flex's own fused ops apply.
+pub fn is_flex<const D: usize>(x: &Tensor<D>) -> bool {
+    flex_f32(x).is_some()
+}
+
 fn from_flex<const D: usize>(t: FlexTensor) -> Tensor<D> {
     Tensor::from_primitive::<Flex>(t)
 }
